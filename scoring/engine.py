@@ -1,0 +1,242 @@
+"""Apply one event, or the passing of time, to a customer's state and decide alerts.
+
+Pure: the caller passes the scorer clock (``now``) and the wall time the alerts are
+stamped with (``emitted_at``). Given the same state and inputs, the result, alert ids
+included, is always the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from schemas.alerts import (
+    ChurnRiskAlert,
+    CustomerSnapshot,
+    InterventionAlert,
+    InterventionKind,
+    Reason,
+    Trigger,
+)
+from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
+from scoring.config import ScoringConfig, Severity
+from scoring.scores import (
+    ACTIVITY_LONG,
+    ACTIVITY_SHORT,
+    BAD_EXPERIENCES,
+    ENGAGEMENT,
+    LEVEL_NAMES,
+    churn_risk,
+    engagement_score,
+    half_lives,
+)
+from scoring.state import DAY_S, CustomerState, event_digest
+from scoring.thresholds import decide_churn, next_check_at, threshold_of
+
+Alert = ChurnRiskAlert | InterventionAlert
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: CustomerState
+    alerts: tuple[Alert, ...] = ()
+    duplicate: bool = False
+
+
+def alert_id(*parts: str) -> str:
+    """Deterministic: a redelivered or replayed trigger yields the same id."""
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=UTC)
+
+
+def evaluate_due(
+    state: CustomerState, now: float, emitted_at: float, config: ScoringConfig
+) -> Outcome:
+    """Run every inactivity check that fell due up to ``now``, each at its own due time."""
+    alerts: list[Alert] = []
+    while state.next_check_at is not None and state.next_check_at <= now:
+        due = state.next_check_at
+        state, alert = _evaluate_churn(
+            state, due, Trigger(source="inactivity", event_id=None), due, emitted_at, config
+        )
+        if alert is not None:
+            alerts.append(alert)
+    return Outcome(state=state, alerts=tuple(alerts))
+
+
+def apply_event(
+    state: CustomerState | None,
+    event: InputEvent,
+    now: float,
+    emitted_at: float,
+    config: ScoringConfig,
+) -> Outcome:
+    """Fold one event into the state (once per event_id within the dedup window)."""
+    t_event = event.occurred_at.timestamp()
+    alerts: list[Alert] = []
+    if state is None:
+        state = CustomerState.new(event.customer_id, t_event)
+    else:
+        # Checks that fell due before this event are run first, so an inactivity alert
+        # does not depend on whether the sweeper reached the customer before the event.
+        due = evaluate_due(state, now, emitted_at, config)
+        state, alerts = due.state, list(due.alerts)
+
+    digest = event_digest(event.event_id)
+    horizon = now - config.dedup.window_s
+    recent = {d: seen for d, seen in state.recent_events.items() if seen >= horizon}
+    if digest in recent:
+        return Outcome(
+            state=replace(state, recent_events=recent), alerts=tuple(alerts), duplicate=True
+        )
+    recent[digest] = now
+
+    state = _fold(replace(state, recent_events=recent), event, t_event, config)
+    # A late event is judged at the customer's latest known time, not back in the past.
+    at = max(now, state.last_seen)
+    state, churn_alert = _evaluate_churn(
+        state, at, Trigger(source="event", event_id=event.event_id), t_event, emitted_at, config
+    )
+    if churn_alert is not None:
+        alerts.append(churn_alert)
+    state, intervention = _intervene(state, event, at, emitted_at, config)
+    if intervention is not None:
+        alerts.append(intervention)
+    return Outcome(state=state, alerts=tuple(alerts))
+
+
+def _fold(
+    state: CustomerState, event: InputEvent, t_event: float, config: ScoringConfig
+) -> CustomerState:
+    weight = config.engagement.weight(event.type)
+    weights = {ENGAGEMENT: weight, ACTIVITY_SHORT: weight, ACTIVITY_LONG: weight}
+    counts = {"events": 1}
+    if isinstance(event, ClickstreamEvent) and event.type in config.bad_experiences:
+        weights[BAD_EXPERIENCES] = 1.0
+        counts["bad_experiences"] = 1
+    elif isinstance(event, PurchaseEvent):
+        counts["orders" if event.type == "order" else event.type + "s"] = 1
+    elif isinstance(event, FeedbackEvent):
+        counts["feedback"] = 1
+    state = state.with_contributions(weights, t_event, half_lives(config)).with_counts(**counts)
+    return replace(
+        state,
+        first_seen=min(state.first_seen, t_event),
+        last_seen=max(state.last_seen, t_event),
+    )
+
+
+def _evaluate_churn(
+    state: CustomerState,
+    at: float,
+    trigger: Trigger,
+    occurred_at: float,
+    emitted_at: float,
+    config: ScoringConfig,
+) -> tuple[CustomerState, ChurnRiskAlert | None]:
+    thresholds = config.churn.thresholds
+    assessment = churn_risk(state, at, config)
+    decision = decide_churn(
+        state.churn_level,
+        assessment.churn_risk,
+        state.last_alert_at.get("churn_risk"),
+        at,
+        thresholds,
+    )
+    alert = None
+    last_alert_at = state.last_alert_at
+    churn_alerts = state.churn_alerts
+    if decision.alert_level is not None:
+        churn_alerts += 1
+        last_alert_at = {**last_alert_at, "churn_risk": at}
+        alert = ChurnRiskAlert(
+            alert_id=alert_id(state.customer_id, "churn_risk", str(churn_alerts)),
+            customer_id=state.customer_id,
+            level="high" if decision.alert_level == 2 else "elevated",
+            churn_risk=assessment.churn_risk,
+            previous_churn_risk=state.churn_risk,
+            threshold=threshold_of(decision.alert_level, thresholds),
+            engagement_score=engagement_score(state, at, config),
+            reasons=list(assessment.reasons),
+            trigger=trigger,
+            occurred_at=_dt(occurred_at),
+            emitted_at=_dt(emitted_at),
+        )
+    state = replace(
+        state,
+        churn_risk=assessment.churn_risk,
+        churn_level=decision.armed_level,
+        churn_alerts=churn_alerts,
+        last_alert_at=last_alert_at,
+        evaluated_at=at,
+    )
+    return replace(state, next_check_at=next_check_at(state, at, config)), alert
+
+
+def _trigger(
+    event: InputEvent, config: ScoringConfig
+) -> tuple[InterventionKind, Severity, str] | None:
+    rules = config.interventions.rules
+    if isinstance(event, FeedbackEvent):
+        if (
+            event.type == "nps"
+            and event.score is not None
+            and event.score <= rules.detractor_max_nps
+        ):
+            severity: Severity = "high" if event.score <= 3 else "medium"
+            return "detractor_feedback", severity, f"NPS answer {event.score} (detractor)"
+        if event.type == "csat" and event.score is not None and event.score <= rules.low_csat_max:
+            return "low_csat", "medium", f"CSAT answer {event.score} of 5"
+        rating = event.rating
+        if (
+            event.type == "review"
+            and rating is not None
+            and rating <= rules.negative_review_max_rating
+        ):
+            return "negative_review", "medium", f"review rated {event.rating} of 5"
+        if event.sentiment is not None and event.sentiment <= rules.negative_sentiment_max:
+            return "negative_sentiment", "medium", f"{event.type} sentiment {event.sentiment:+.2f}"
+    elif isinstance(event, PurchaseEvent) and event.type in ("return", "refund"):
+        detail = f"{event.type} on order {event.order_id} ({event.amount} {event.currency})"
+        return "product_return", "low", detail
+    elif isinstance(event, ClickstreamEvent) and event.type in config.bad_experiences:
+        where = f" on {event.page}" if event.page else ""
+        return "bad_experience", config.bad_experiences[event.type], f"{event.type}{where}"
+    return None
+
+
+def _intervene(
+    state: CustomerState, event: InputEvent, at: float, emitted_at: float, config: ScoringConfig
+) -> tuple[CustomerState, InterventionAlert | None]:
+    found = _trigger(event, config)
+    if found is None:
+        return state, None
+    kind, severity, detail = found
+    t_event = event.occurred_at.timestamp()
+    if at - t_event > config.interventions.max_trigger_age_days * DAY_S:
+        return state, None  # too late to be worth acting on
+    last = state.last_alert_at.get(kind)
+    if last is not None and at - last < config.interventions.cooldown_s(kind):
+        return state, None
+    alert = InterventionAlert(
+        alert_id=alert_id(state.customer_id, kind, event.event_id),
+        customer_id=state.customer_id,
+        kind=kind,
+        severity=severity,
+        recommended_action=config.interventions.action(kind),
+        trigger_event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        emitted_at=_dt(emitted_at),
+        customer=CustomerSnapshot(
+            engagement_score=engagement_score(state, at, config), churn_risk=state.churn_risk
+        ),
+        reasons=[Reason(factor=kind, detail=detail, contribution=1.0)],
+    )
+    return replace(state, last_alert_at={**state.last_alert_at, kind: at}), alert
+
+
+__all__ = ["LEVEL_NAMES", "Alert", "Outcome", "alert_id", "apply_event", "evaluate_due"]

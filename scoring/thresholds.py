@@ -1,0 +1,95 @@
+"""Threshold crossing with hysteresis and cooldown, and when to look at a silent customer.
+
+A level fires once when churn_risk rises to it, then stays armed-off until the risk falls
+below the level's threshold minus the margin: a customer hovering around a threshold gets
+one alert per crossing, not one per event.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scoring.config import ChurnThresholds, ScoringConfig
+from scoring.scores import BAD_EXPERIENCES, rising_terms
+from scoring.state import DAY_S, CustomerState
+
+_CHECK_RESOLUTION_S = 60.0
+
+
+def threshold_of(level: int, thresholds: ChurnThresholds) -> float:
+    return thresholds.high if level >= 2 else thresholds.elevated
+
+
+def level_of(risk: float, thresholds: ChurnThresholds) -> int:
+    if risk >= thresholds.high:
+        return 2
+    if risk >= thresholds.elevated:
+        return 1
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnDecision:
+    armed_level: int
+    alert_level: int | None
+
+
+def decide_churn(
+    armed_level: int,
+    risk: float,
+    last_alert_at: float | None,
+    at: float,
+    thresholds: ChurnThresholds,
+) -> ChurnDecision:
+    level = armed_level
+    while level > 0 and risk < threshold_of(level, thresholds) - thresholds.margin:
+        level -= 1
+    current = level_of(risk, thresholds)
+    cooled = last_alert_at is None or at - last_alert_at >= thresholds.cooldown_days * DAY_S
+    if current > level and cooled:
+        return ChurnDecision(armed_level=current, alert_level=current)
+    return ChurnDecision(armed_level=level, alert_level=None)
+
+
+def next_check_at(state: CustomerState, at: float, config: ScoringConfig) -> float | None:
+    """The earliest time at which, with no new event, the next churn level could fire.
+
+    Only recency and falling momentum grow during silence; bad experiences fade. Holding
+    the bad-experience term at its current value gives an upper bound of the risk, so the
+    time found is never later than the real crossing; a check that comes early simply
+    schedules the next one. The search is a bisection to one minute: deterministic, so
+    inactivity alerts do not depend on when the sweeper happens to run.
+    """
+    t = config.churn.thresholds
+    if state.churn_level >= 2:
+        return None
+    target = threshold_of(state.churn_level + 1, t)
+    c = config.churn
+    bad_now = c.bad_experience_weight * (
+        1.0
+        - math.exp(
+            state.value(BAD_EXPERIENCES, c.bad_experience_half_life_days * DAY_S, at)
+            / c.bad_experience_saturation
+        )
+    )
+    earliest = at + _CHECK_RESOLUTION_S
+    cooldown_end = state.last_alert_at.get("churn_risk")
+    if cooldown_end is not None:
+        earliest = max(earliest, cooldown_end + t.cooldown_days * DAY_S)
+    latest = at + t.max_check_interval_days * DAY_S
+    if earliest >= latest:
+        return earliest
+    if rising_terms(state, latest, config) + bad_now < target:
+        return latest
+    if rising_terms(state, earliest, config) + bad_now >= target:
+        return earliest
+    lo, hi = earliest, latest
+    while hi - lo > _CHECK_RESOLUTION_S:
+        mid = (lo + hi) / 2.0
+        if rising_terms(state, mid, config) + bad_now >= target:
+            hi = mid
+        else:
+            lo = mid
+    # Whole seconds, so the schedule and the alert times are exact in JSON and Redis.
+    return float(int(hi) + 1)

@@ -1,0 +1,81 @@
+"""Decoding input records into events, and deciding which shard owns each customer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiokafka.partitioner import murmur2
+from pydantic import BaseModel, ValidationError
+
+from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
+
+SOURCE_TOPIC_HEADER = "source_topic"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka message, as the broker gave it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Mapping[str, bytes]
+
+
+class RejectedRecord(ValueError):
+    """An input that cannot be scored; the message says why, naming the field."""
+
+
+def shard_of(customer_id: str, shards: int) -> int:
+    """The owner shard (and partition) of a customer: Kafka's default murmur2 partitioner,
+    so producers using the Java client's default already write to the owner partition."""
+    hashed: int = murmur2(customer_id.encode())
+    return (hashed & 0x7FFFFFFF) % shards
+
+
+class Decoder:
+    """Maps each input topic to its event model and validates raw JSON against it."""
+
+    def __init__(
+        self, clickstream: str, purchases: str, feedback: str, rerouted: str | None = None
+    ) -> None:
+        self.models: dict[str, type[BaseModel]] = {
+            clickstream: ClickstreamEvent,
+            purchases: PurchaseEvent,
+            feedback: FeedbackEvent,
+        }
+        self.rerouted = rerouted
+
+    def source_topic(self, record: Record) -> str:
+        """The input topic an event was first published to (rerouted ones say so)."""
+        if record.topic == self.rerouted:
+            source = record.headers.get(SOURCE_TOPIC_HEADER)
+            if source is None:
+                raise RejectedRecord(f"rerouted record without a {SOURCE_TOPIC_HEADER} header")
+            return source.decode()
+        return record.topic
+
+    def decode(self, record: Record) -> InputEvent:
+        source = self.source_topic(record)
+        model = self.models.get(source)
+        if model is None:
+            raise RejectedRecord(f"no event model for topic {source!r}")
+        if record.value is None:
+            raise RejectedRecord("empty message value (tombstone)")
+        try:
+            event = model.model_validate_json(record.value)
+        except ValidationError as exc:
+            raise RejectedRecord(_describe(exc)) from None
+        assert isinstance(event, ClickstreamEvent | PurchaseEvent | FeedbackEvent)
+        return event
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "message"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

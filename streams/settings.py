@@ -1,0 +1,91 @@
+"""Typed, frozen settings read from ENGAGEMENT_* environment variables.
+
+A bad value stops the worker at start with a message naming the variable, never later in
+the middle of a stream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ENGAGEMENT_"
+
+
+class SettingsError(ValueError):
+    """Raised with one line per bad variable, each naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # Redis keys are prefixed with the namespace; a replay writes into its own one.
+    namespace: str = Field(default="eng", pattern=r"^[A-Za-z0-9_.:-]+$")
+    clock: Literal["wall", "event"] = "wall"
+    app_id: str = "engagement-scorer"
+
+    topic_clickstream: str = "engagement.clickstream"
+    topic_purchases: str = "engagement.purchases"
+    topic_feedback: str = "engagement.feedback"
+    topic_rerouted: str = "engagement.rerouted"
+    topic_churn_risk: str = "engagement.churn-risk"
+    topic_interventions: str = "engagement.interventions"
+    topic_deadletter: str = "engagement.deadletter"
+    # Also the number of state shards: a customer's shard is murmur2(customer_id) % this.
+    partitions: int = Field(default=8, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+
+    # Tansu (the embedded broker) has no InitProducerId, so idempotence is a setting.
+    producer_idempotence: bool = False
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    batch_max_events: int = Field(default=1000, ge=1)
+    batch_within_s: float = Field(default=0.02, gt=0)
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+    sweep_batch: int = Field(default=2000, ge=1)
+    outbox_relay_interval_s: float = Field(default=5.0, gt=0)
+    redis_retry_max_s: float = Field(default=5.0, gt=0)
+    dedup_window_s: float = Field(default=86_400.0, gt=0)
+
+    scoring_config: Path | None = None
+    # Where the worker keeps local files (Faust's data dir, the embedded services' state).
+    state_dir: Path = Path(".engagement")
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_host: str = "127.0.0.1"
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_host_and_port(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("scoring_config")
+    @classmethod
+    def _config_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @property
+    def input_topics(self) -> tuple[str, str, str]:
+        return (self.topic_clickstream, self.topic_purchases, self.topic_feedback)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, turning validation errors into one message
+    that names each bad ENGAGEMENT_* variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]  # overrides are checked by pydantic
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            lines.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,235 @@
+"""The Redis state layer: per-shard keys, one read and one atomic write per batch.
+
+Key layout (``{ns}`` is the namespace, ``s`` the shard, i.e. the owner partition):
+
+    {ns}:{s<s>}:meta         hash: epoch, o:<topic>:<p> applied offset,
+                             w:<topic>:<p> latest event time seen (event clock)
+    {ns}:{s<s>}:due          zset: customer_id -> next inactivity check (epoch seconds)
+    {ns}:{s<s>}:outbox       stream: alerts written with the state, deleted once published
+    {ns}:{s<s>}:c:<customer> string: the customer's state (JSON)
+
+The ``{s<s>}`` hash tag puts a shard's keys in one Redis Cluster slot, so the commit
+script, which touches only one shard, runs on a cluster too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from scoring.state import CustomerState
+
+_COMMIT_LUA = resources.files("streams").joinpath("commit_shard.lua").read_text("utf-8")
+
+
+def offset_field(topic: str, partition: int) -> str:
+    return f"o:{topic}:{partition}"
+
+
+def mark_field(topic: str, partition: int) -> str:
+    return f"w:{topic}:{partition}"
+
+
+def parse_field(name: str) -> tuple[str, int]:
+    """(topic, partition) of an ``o:`` or ``w:`` field; topics may contain colons."""
+    topic, _, partition = name[2:].rpartition(":")
+    return topic, int(partition)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardKeys:
+    namespace: str
+    shard: int
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}:{{s{self.shard}}}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}:due"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}:outbox"
+
+    def customer(self, customer_id: str) -> str:
+        return f"{self.prefix}:c:{customer_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardView:
+    """What a batch needs from one shard, read in the same round trip as its customers."""
+
+    shard: int
+    epoch: str
+    offsets: Mapping[str, int]
+    marks: Mapping[str, float]
+    customers: Mapping[str, CustomerState]
+
+    def applied_offset(self, topic: str, partition: int) -> int:
+        return self.offsets.get(offset_field(topic, partition), -1)
+
+
+@dataclass(slots=True)
+class ShardWrite:
+    """Everything one shard's batch changes, applied by one script call or not at all."""
+
+    shard: int
+    expected_epoch: str
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    marks: dict[str, float] = field(default_factory=dict)
+    # (topic, key, value) triples to append to the outbox with the state.
+    outbox: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    acked_outbox_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    shard: int
+    entry_id: str
+    topic: str
+    key: bytes
+    value: bytes
+
+
+class Conflict(Exception):
+    """The shard changed between read and write; re-read and recompute."""
+
+
+class StateStore:
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._commit: AsyncScript = client.register_script(_COMMIT_LUA)
+
+    def keys(self, shard: int) -> ShardKeys:
+        return ShardKeys(self.namespace, shard)
+
+    async def read(self, wanted: Mapping[int, Sequence[str]]) -> dict[int, ShardView]:
+        """Meta and customer states of every shard in ``wanted``: one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        order: list[tuple[int, list[str]]] = []
+        for shard, customer_ids in wanted.items():
+            keys = self.keys(shard)
+            ids = list(customer_ids)
+            pipe.hgetall(keys.meta)
+            if ids:
+                pipe.mget([keys.customer(c) for c in ids])
+            order.append((shard, ids))
+        replies: list[Any] = await pipe.execute()
+        views: dict[int, ShardView] = {}
+        it = iter(replies)
+        for shard, ids in order:
+            meta: dict[bytes, bytes] = next(it)
+            blobs: list[bytes | None] = next(it) if ids else []
+            views[shard] = _view(shard, meta, ids, blobs)
+        return views
+
+    async def commit(self, writes: Sequence[ShardWrite]) -> dict[int, list[str] | None]:
+        """Apply each shard's write atomically, all in one round trip.
+
+        Returns, per shard, the outbox ids of the alerts it appended, or ``None`` when the
+        shard changed since it was read (that shard's write was not applied).
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for w in writes:
+            keys, args = _commit_call(self.keys(w.shard), w)
+            await self._commit(keys=keys, args=args, client=pipe)
+        replies: list[list[bytes | int]] = await pipe.execute()
+        result: dict[int, list[str] | None] = {}
+        for w, reply in zip(writes, replies, strict=True):
+            ok = int(reply[0]) == 1
+            result[w.shard] = [_text(x) for x in reply[2:]] if ok else None
+        return result
+
+    async def delete_outbox(self, entries: Sequence[OutboxEntry]) -> None:
+        by_shard: dict[int, list[str]] = {}
+        for e in entries:
+            by_shard.setdefault(e.shard, []).append(e.entry_id)
+        if not by_shard:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for shard, ids in by_shard.items():
+            pipe.xdel(self.keys(shard).outbox, *ids)
+        await pipe.execute()
+
+    async def pending_outbox(self, shards: Sequence[int], limit: int) -> list[OutboxEntry]:
+        pipe = self.client.pipeline(transaction=False)
+        for shard in shards:
+            pipe.xrange(self.keys(shard).outbox, count=limit)
+        replies: list[list[tuple[bytes, dict[bytes, bytes]]]] = await pipe.execute()
+        return [
+            OutboxEntry(shard, _text(eid), _text(f[b"t"]), f[b"k"], f[b"v"])
+            for shard, entries in zip(shards, replies, strict=True)
+            for eid, f in entries
+        ]
+
+    async def due_customers(
+        self, shards: Sequence[int], now_by_shard: Mapping[int, float], limit: int
+    ) -> dict[int, list[str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for shard in shards:
+            pipe.zrangebyscore(
+                self.keys(shard).due, "-inf", now_by_shard[shard], start=0, num=limit
+            )
+        replies: list[list[bytes]] = await pipe.execute()
+        return {s: [_text(m) for m in r] for s, r in zip(shards, replies, strict=True) if r}
+
+    async def metas(self, shards: Sequence[int]) -> dict[int, ShardView]:
+        """Epoch, offsets and watermarks of each shard, without customers."""
+        return await self.read(dict.fromkeys(shards, ()))
+
+    async def customer(self, shard: int, customer_id: str) -> CustomerState | None:
+        raw = await self.client.get(self.keys(shard).customer(customer_id))
+        return CustomerState.from_bytes(raw) if raw is not None else None
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _view(
+    shard: int, meta: dict[bytes, bytes], ids: list[str], blobs: list[bytes | None]
+) -> ShardView:
+    return ShardView(
+        shard=shard,
+        epoch=_text(meta.get(b"epoch", b"0")),
+        offsets={_text(k): int(v) for k, v in meta.items() if k.startswith(b"o:")},
+        marks={_text(k): float(v) for k, v in meta.items() if k.startswith(b"w:")},
+        customers={
+            c: CustomerState.from_bytes(b) for c, b in zip(ids, blobs, strict=True) if b is not None
+        },
+    )
+
+
+def _commit_call(keys: ShardKeys, w: ShardWrite) -> tuple[list[str], list[bytes | str]]:
+    customer_ids = list(w.states)
+    args: list[bytes | str] = [w.expected_epoch, str(len(w.marks))]
+    for name, mark in w.marks.items():
+        args.extend((name, repr(mark)))
+    args.append(str(len(customer_ids)))
+    args.extend(w.states[c].to_bytes() for c in customer_ids)
+    args.append(str(len(customer_ids)))
+    for c in customer_ids:
+        nxt = w.states[c].next_check_at
+        args.extend((c, repr(nxt) if nxt is not None else ""))
+    args.append(str(len(w.offsets)))
+    for name, offset in w.offsets.items():
+        args.extend((name, str(offset)))
+    args.append(str(len(w.outbox)))
+    for topic, key, value in w.outbox:
+        args.extend((topic, key, value))
+    args.append(str(len(w.acked_outbox_ids)))
+    args.extend(w.acked_outbox_ids)
+    return [keys.meta, keys.due, keys.outbox, *(keys.customer(c) for c in customer_ids)], args

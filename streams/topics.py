@@ -1,0 +1,69 @@
+"""Creating the topics the scorer reads and writes, and checking their partition counts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TopicLayoutError(RuntimeError):
+    pass
+
+
+def all_topics(settings: Settings) -> list[str]:
+    return [
+        *settings.input_topics,
+        settings.topic_rerouted,
+        settings.topic_churn_risk,
+        settings.topic_interventions,
+        settings.topic_deadletter,
+    ]
+
+
+async def ensure_topics(settings: Settings) -> set[str]:
+    """Create missing topics with ``settings.partitions`` partitions.
+
+    Returns the input topics whose partition count equals the shard count: on those a
+    record's partition is its customer's shard. Records on other input topics are all
+    rerouted, so an existing topic with another count still works, at one extra hop.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in all_topics(settings) if t not in existing]
+        if missing:
+            # another worker may have created them first
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
+                )
+        counts = await _partition_counts(admin, [*settings.input_topics, settings.topic_rerouted])
+    finally:
+        await admin.close()
+    if counts.get(settings.topic_rerouted) != settings.partitions:
+        raise TopicLayoutError(
+            f"{settings.topic_rerouted} has {counts.get(settings.topic_rerouted)} partitions; "
+            f"it must have ENGAGEMENT_PARTITIONS={settings.partitions}"
+        )
+    aligned = {t for t in settings.input_topics if counts.get(t) == settings.partitions}
+    for t in set(settings.input_topics) - aligned:
+        log.warning(
+            "%s has %s partitions, not %s: all its records will be rerouted",
+            t,
+            counts.get(t),
+            settings.partitions,
+        )
+    return aligned
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    described = await admin.describe_topics(topics)
+    return {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
