@@ -74,8 +74,14 @@ def apply_event(
     now: float,
     emitted_at: float,
     config: ScoringConfig,
+    checks_until: float | None = None,
 ) -> Outcome:
-    """Fold one event into the state (once per event_id within the dedup window)."""
+    """Fold one event into the state (once per event_id within the dedup window).
+
+    ``checks_until`` bounds the inactivity checks run first: on the event clock, only up
+    to the time all of the customer's partitions have been read to (the watermark), so a
+    check never runs before an earlier event still waiting in a slower topic.
+    """
     t_event = event.occurred_at.timestamp()
     alerts: list[Alert] = []
     if state is None:
@@ -83,7 +89,8 @@ def apply_event(
     else:
         # Checks that fell due before this event are run first, so an inactivity alert
         # does not depend on whether the sweeper reached the customer before the event.
-        due = evaluate_due(state, now, emitted_at, config)
+        until = now if checks_until is None else min(now, checks_until)
+        due = evaluate_due(state, until, emitted_at, config)
         state, alerts = due.state, list(due.alerts)
 
     digest = event_digest(event.event_id)

@@ -172,6 +172,9 @@ class Scorer:
     ) -> tuple[ShardWrite, list[Alert]]:
         states: dict[str, CustomerState | None] = dict(view.customers)
         write = ShardWrite(shard=view.shard, expected_epoch=view.epoch)
+        marks = dict(view.marks)
+        pending = self.pending_partitions(view) if self.event_clock else set()
+        checks_until: float | None = None
         alerts: list[Alert] = []
         for record, event in items:
             if record.offset <= view.applied_offset(record.topic, record.partition):
@@ -186,8 +189,11 @@ class Scorer:
                 # topic is read does not change a score or an alert.
                 now = event.occurred_at.timestamp()
                 mark = mark_field(record.topic, record.partition)
-                write.marks[mark] = max(write.marks.get(mark, now), now)
-            result = apply_event(states.get(event.customer_id), event, now, wall_now, self.config)
+                marks[mark] = write.marks[mark] = max(marks.get(mark, now), now)
+                checks_until = watermark(marks, pending)
+            result = apply_event(
+                states.get(event.customer_id), event, now, wall_now, self.config, checks_until
+            )
             states[event.customer_id] = result.state
             if result.duplicate:
                 tally.duplicates += 1
@@ -260,12 +266,10 @@ class Scorer:
             entries.extend(self._entries(shard, ids, alerts[shard]))
         return entries
 
-    def shard_clock(self, view: ShardView) -> float | None:
-        """The event clock of a shard, for the sweeper: the earliest latest-event-time of
-        its partitions that still have records to read (a customer is not silent while
-        their events wait in a slower topic); once all are read, the latest of them."""
-        pending: list[float] = []
-        for name, mark in view.marks.items():
+    def pending_partitions(self, view: ShardView) -> set[str]:
+        """Mark fields of the shard's partitions that still have records to read."""
+        pending = set()
+        for name in view.marks:
             topic, partition = parse_field(name)
             highwater = self.highwater(topic, partition)
             handled = max(
@@ -273,10 +277,12 @@ class Scorer:
                 view.offsets.get(offset_field(topic, partition), -1),
             )
             if highwater is None or handled + 1 < highwater:
-                pending.append(mark)
-        if pending:
-            return min(pending)
-        return max(view.marks.values(), default=None)
+                pending.add(name)
+        return pending
+
+    def shard_clock(self, view: ShardView) -> float | None:
+        """The event clock of a shard, for the sweeper (see ``watermark``)."""
+        return watermark(view.marks, self.pending_partitions(view))
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry while Redis is unreachable: nothing is acknowledged meanwhile, so Kafka
@@ -290,3 +296,17 @@ class Scorer:
                 log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(self.retry_max_s, delay * 2)
+
+
+def watermark(marks: Mapping[str, float], pending: set[str]) -> float | None:
+    """Event time up to which every partition of a shard has been read.
+
+    Each partition is assumed to be written roughly in event-time order, so its latest
+    event time (its mark) is how far it has been read. While some partitions still have
+    records to read, the shard is only as far as the slowest of them: a customer is not
+    silent while their events wait in a slower topic. Once all are read, it is the latest.
+    """
+    behind = [marks[name] for name in pending if name in marks]
+    if behind:
+        return min(behind)
+    return max(marks.values(), default=None)
