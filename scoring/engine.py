@@ -110,7 +110,9 @@ def apply_event(
     )
     if churn_alert is not None:
         alerts.append(churn_alert)
-    state, intervention = _intervene(state, event, at, emitted_at, config)
+    # Freshness and cooldown are judged on the scorer clock (on the event clock: the event's
+    # own time), so they do not depend on what other topics have been read so far.
+    state, intervention = _intervene(state, event, max(now, t_event), emitted_at, config)
     if intervention is not None:
         alerts.append(intervention)
     return Outcome(state=state, alerts=tuple(alerts))

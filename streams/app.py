@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -15,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from scoring.config import ScoringConfig
 from streams import metrics
 from streams.intake import Decoder, Record
-from streams.processor import AlertTopics, Scorer
+from streams.processor import AlertTopics, BatchOutcome, Scorer
 from streams.publisher import Publisher
 from streams.settings import Settings
 from streams.store import OutboxEntry, StateStore
@@ -34,7 +35,10 @@ class Runtime:
     scorer: Scorer
     publisher: Publisher
     # Outbox entries seen by the previous relay pass, per shard.
-    outbox_seen: dict[int, set[str]]
+    outbox_seen: dict[int, set[str]] = field(default_factory=dict)
+    # The agent's stream and its unacknowledged events by (topic, partition, offset).
+    stream: Any = None
+    inflight: dict[tuple[str, int, int], Any] = field(default_factory=dict)
 
     def owned_shards(self) -> list[int]:
         """Shards are the partitions of the input topics this worker is assigned."""
@@ -46,6 +50,16 @@ class Runtime:
         shards = sorted({tp.partition for tp in assigned if tp.topic in names})
         metrics.OWNED_SHARDS.set(len(shards))
         return shards
+
+    async def finish(self, outcome: BatchOutcome) -> None:
+        """Deliver a batch's outputs, then acknowledge the records it is done with: the
+        consumer never commits past a record whose effects are not all delivered."""
+        await self.publisher.publish(dead_letters=outcome.dead_letters, reroutes=outcome.reroutes)
+        await self.deliver_alerts(outcome.alerts)
+        for record in outcome.done:
+            event = self.inflight.pop((record.topic, record.partition, record.offset), None)
+            if event is not None:
+                await self.stream.ack(event)
 
     async def deliver_alerts(self, entries: Sequence[OutboxEntry]) -> None:
         if entries:
@@ -72,8 +86,15 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         web_in_thread=False,
         datadir=str(datadir),
         logging_config=None,
+        # Events waiting for the event clock are unacknowledged on purpose; a rebalance
+        # must not wait for them (they are read again by the partition's next owner).
+        stream_wait_empty=False,
     )
-    client = aioredis.from_url(settings.redis_url.get_secret_value())
+    client = aioredis.from_url(
+        settings.redis_url.get_secret_value(),
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
     store = StateStore(client, settings.namespace)
     decoder = Decoder(*settings.input_topics, rerouted=settings.topic_rerouted)
     scorer = Scorer(
@@ -86,6 +107,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         clock=settings.clock,
         wall=time.time,
         retry_max_s=settings.redis_retry_max_s,
+        max_held=settings.max_held_events,
     )
     publisher = Publisher(
         settings.kafka_bootstrap,
@@ -94,16 +116,35 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         idempotence=settings.producer_idempotence,
         retry_max_s=settings.redis_retry_max_s,
     )
-    rt = Runtime(settings, app, client, store, scorer, publisher, {})
+    rt = Runtime(settings, app, client, store, scorer, publisher)
 
     def highwater(topic: str, partition: int) -> int | None:
+        # Unknown (not fetched yet, or not assigned) counts as "records left to read": the
+        # event clock then waits rather than judging customers silent too early.
         try:
             value = app.consumer.highwater(faust.types.TP(topic, partition))
-        except Exception:  # not assigned here, or the consumer is not running yet
-            return None
+        except Exception:
+            return sys.maxsize
+        return int(value) if value is not None else sys.maxsize
+
+    def committed(topic: str, partition: int) -> int | None:
+        # Faust keeps the group's committed offsets only in this private map; without it a
+        # restarted worker could not tell a fully read partition from an unread one.
+        offsets = getattr(app.consumer, "_committed_offset", {})
+        value = offsets.get(faust.types.TP(topic, partition))
         return int(value) if value is not None else None
 
-    scorer.highwater = highwater
+    scorer.buffer.highwater = highwater
+    scorer.buffer.committed = committed
+
+    async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0]
+        scorer.buffer.forget((tp.topic, tp.partition) for tp in revoked)
+        for tp in revoked:
+            for key in [k for k in rt.inflight if k[:2] == (tp.topic, tp.partition)]:
+                del rt.inflight[key]
+
+    app.on_partitions_revoked.connect(forget_revoked)
 
     inputs = app.topic(
         *settings.input_topics,
@@ -114,19 +155,27 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     )
 
     async def score(stream: Any) -> AsyncIterator[None]:
+        rt.stream = stream
         async for events in stream.noack_take(
             settings.batch_max_events, within=settings.batch_within_s
         ):
             started = time.perf_counter()
-            records = [_record(e.message) for e in events]
-            outcome = await scorer.process(records)
-            await publisher.publish(dead_letters=outcome.dead_letters, reroutes=outcome.reroutes)
-            await rt.deliver_alerts(outcome.alerts)
-            for event in events:
-                await stream.ack(event)
+            records = []
+            for e in events:
+                record = _record(e.message)
+                rt.inflight[(record.topic, record.partition, record.offset)] = e
+                records.append(record)
+            await rt.finish(await scorer.process(records))
             metrics.BATCH_EVENTS.observe(len(records))
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             yield None
+
+    async def release_waiting() -> None:
+        """Score events the event clock has passed since the last batch arrived."""
+        if rt.stream is not None:
+            await rt.finish(await scorer.release())
+
+    app.timer(settings.sweep_interval_s)(release_waiting)
 
     # concurrency=1: with more, Faust can commit past a batch still in flight.
     app.agent(inputs, name="score", concurrency=1)(score)
@@ -134,9 +183,9 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     async def sweep() -> None:
         shards = rt.owned_shards()
         while True:
-            entries = await scorer.sweep(shards, settings.sweep_batch)
+            entries, swept = await scorer.sweep(shards, settings.sweep_batch)
             await rt.deliver_alerts(entries)
-            if len(entries) == 0:
+            if swept < settings.sweep_batch:
                 break
 
     app.timer(settings.sweep_interval_s)(sweep)

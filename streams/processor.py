@@ -18,12 +18,12 @@ from typing import TypeVar
 import redis.exceptions
 
 from schemas.alerts import ChurnRiskAlert
-from schemas.events import InputEvent
 from scoring.config import ScoringConfig
 from scoring.engine import Alert, apply_event, evaluate_due
 from scoring.state import CustomerState
 from streams import metrics
 from streams.intake import Decoder, Record, RejectedRecord, shard_of
+from streams.ordering import EventTimeBuffer, Scorable
 from streams.store import (
     OutboxEntry,
     ShardView,
@@ -58,6 +58,8 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     reroutes: list[Reroute] = field(default_factory=list)
     alerts: list[OutboxEntry] = field(default_factory=list)
+    # Records finished with: acknowledge them once the outputs above are delivered.
+    done: list[Record] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
     redelivered: int = 0
@@ -90,6 +92,7 @@ class Scorer:
         clock: str,
         wall: Callable[[], float],
         retry_max_s: float = 5.0,
+        max_held: int = 200_000,
     ) -> None:
         self.store = store
         self.decoder = decoder
@@ -105,21 +108,28 @@ class Scorer:
         # The agent and the sweeper write the same shards; in one process they take turns
         # rather than refuse each other's commits.
         self.lock = asyncio.Lock()
-        # Highest offset read per (topic, partition), whatever became of the record, and
-        # the broker's end offset (set by the app from its consumer); for the event clock.
-        self.consumed: dict[tuple[str, int], int] = {}
-        self.highwater: Callable[[str, int], int | None] = lambda topic, partition: None
+        # On the event clock, records wait here until their shard's partitions have all
+        # been read past them (see streams/ordering.py); on the wall clock they never wait.
+        self.buffer = EventTimeBuffer(self.shard_partitions, max_held=max_held)
+        self._seq = 0
+
+    def shard_partitions(self, shard: int) -> list[tuple[str, int]]:
+        """The partitions whose records a shard owns: its number on each aligned topic."""
+        topics = [*sorted(self.aligned_topics), self.decoder.rerouted or ""]
+        return [(topic, shard) for topic in topics if topic]
 
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
+        """Score what can be scored now; ``outcome.done`` lists the records that may be
+        acknowledged once the outcome's outputs are published."""
         outcome = BatchOutcome()
-        local: dict[int, list[tuple[Record, InputEvent]]] = {}
+        ready: dict[int, list[Scorable]] = {}
         for record in records:
-            tp = (record.topic, record.partition)
-            self.consumed[tp] = max(self.consumed.get(tp, -1), record.offset)
+            self.buffer.note_read(record)
             try:
                 event = self.decoder.decode(record)
             except RejectedRecord as exc:
                 outcome.dead_letters.append(DeadLetter(record, str(exc)))
+                outcome.done.append(record)
                 continue
             shard = shard_of(event.customer_id, self.shards)
             if record.topic != self.decoder.rerouted and (
@@ -127,20 +137,39 @@ class Scorer:
             ):
                 source = self.decoder.source_topic(record)
                 outcome.reroutes.append(Reroute(record, shard, source))
+                outcome.done.append(record)
                 continue
-            local.setdefault(shard, []).append((record, event))
-        if local:
-            async with self.lock:
-                await self.retrying(lambda: self._score(local, outcome))
+            self._seq += 1
+            item = Scorable(record, event, shard, event.occurred_at.timestamp(), self._seq)
+            if self.event_clock:
+                self.buffer.add(item)
+            else:
+                ready.setdefault(shard, []).append(item)
+        if self.event_clock:
+            ready = self.buffer.release()
+        await self._score_ready(ready, outcome)
         return outcome
 
-    async def _score(
-        self, groups: Mapping[int, list[tuple[Record, InputEvent]]], outcome: BatchOutcome
-    ) -> None:
+    async def release(self) -> BatchOutcome:
+        """Score waiting events that the event clock has since passed (called by a timer,
+        for when no new record arrives to trigger it)."""
+        outcome = BatchOutcome()
+        if self.event_clock and self.buffer.held:
+            await self._score_ready(self.buffer.release(), outcome)
+        return outcome
+
+    async def _score_ready(self, ready: dict[int, list[Scorable]], outcome: BatchOutcome) -> None:
+        if ready:
+            async with self.lock:
+                await self.retrying(lambda: self._score(ready, outcome))
+            outcome.done.extend(item.record for items in ready.values() for item in items)
+
+    async def _score(self, groups: Mapping[int, list[Scorable]], outcome: BatchOutcome) -> None:
         pending = dict(groups)
         while pending:
-            wanted = {s: {e.customer_id for _, e in items} for s, items in pending.items()}
+            wanted = {s: {i.event.customer_id for i in items} for s, items in pending.items()}
             views = await self.store.read({s: sorted(ids) for s, ids in wanted.items()})
+            self._remember_marks(views.values())
             now = self.wall()
             writes: list[ShardWrite] = []
             tallies: dict[int, BatchOutcome] = {}
@@ -163,20 +192,23 @@ class Scorer:
                     metrics.EVENTS.labels(topic, kind).inc(n)
                 outcome.alerts.extend(self._entries(shard, ids, alerts[shard]))
 
+    def _remember_marks(self, views: Iterable[ShardView]) -> None:
+        for view in views:
+            for name, mark in view.marks.items():
+                self.buffer.persisted_marks[parse_field(name)] = mark
+
     def _score_shard(
         self,
         view: ShardView,
-        items: Iterable[tuple[Record, InputEvent]],
+        items: Iterable[Scorable],
         wall_now: float,
         tally: BatchOutcome,
     ) -> tuple[ShardWrite, list[Alert]]:
         states: dict[str, CustomerState | None] = dict(view.customers)
         write = ShardWrite(shard=view.shard, expected_epoch=view.epoch)
-        marks = dict(view.marks)
-        pending = self.pending_partitions(view) if self.event_clock else set()
-        checks_until: float | None = None
         alerts: list[Alert] = []
-        for record, event in items:
+        for item in items:
+            record, event = item.record, item.event
             if record.offset <= view.applied_offset(record.topic, record.partition):
                 tally.redelivered += 1
                 tally.tally(record.topic, "redelivered")
@@ -185,15 +217,12 @@ class Scorer:
             write.offsets[name] = max(write.offsets.get(name, -1), record.offset)
             now = wall_now
             if self.event_clock:
-                # On the event clock an event is scored at its own time, so how fast each
-                # topic is read does not change a score or an alert.
-                now = event.occurred_at.timestamp()
+                # Scored at its own time: every partition of the shard has been read past
+                # it, so the inactivity checks due before it can run first, safely.
+                now = item.time
                 mark = mark_field(record.topic, record.partition)
-                marks[mark] = write.marks[mark] = max(marks.get(mark, now), now)
-                checks_until = watermark(marks, pending)
-            result = apply_event(
-                states.get(event.customer_id), event, now, wall_now, self.config, checks_until
-            )
+                write.marks[mark] = max(write.marks.get(mark, now), now)
+            result = apply_event(states.get(event.customer_id), event, now, wall_now, self.config)
             states[event.customer_id] = result.state
             if result.duplicate:
                 tally.duplicates += 1
@@ -222,20 +251,21 @@ class Scorer:
             entries.append(OutboxEntry(shard, entry_id, topic, key, value))
         return entries
 
-    async def sweep(self, shards: Sequence[int], limit: int) -> list[OutboxEntry]:
-        """Re-evaluate customers whose inactivity check is due in the given shards."""
+    async def sweep(self, shards: Sequence[int], limit: int) -> tuple[list[OutboxEntry], int]:
+        """Re-evaluate customers whose inactivity check is due in the given shards, at most
+        ``limit`` per shard: the alerts written, and how many customers were looked at."""
         if not shards:
-            return []
+            return [], 0
         async with self.lock:
             return await self.retrying(lambda: self._sweep(shards, limit))
 
-    async def _sweep(self, shards: Sequence[int], limit: int) -> list[OutboxEntry]:
+    async def _sweep(self, shards: Sequence[int], limit: int) -> tuple[list[OutboxEntry], int]:
         wall_now = self.wall()
         if self.event_clock:
-            metas = await self.store.metas(shards)
+            self._remember_marks((await self.store.metas(shards)).values())
             now_by_shard = {}
-            for shard, view in metas.items():
-                clock = self.shard_clock(view)
+            for shard in shards:
+                clock = self.buffer.clock(shard)
                 if clock is not None:
                     now_by_shard[shard] = clock
                     metrics.WATERMARK.labels(str(shard)).set(clock)
@@ -243,7 +273,7 @@ class Scorer:
             now_by_shard = dict.fromkeys(shards, wall_now)
         due = await self.store.due_customers(list(now_by_shard), now_by_shard, limit)
         if not due:
-            return []
+            return [], 0
         views = await self.store.read(due)
         writes: list[ShardWrite] = []
         alerts: dict[int, list[Alert]] = {}
@@ -264,25 +294,7 @@ class Scorer:
                 metrics.COMMIT_CONFLICTS.inc()  # swept again on the next tick
                 continue
             entries.extend(self._entries(shard, ids, alerts[shard]))
-        return entries
-
-    def pending_partitions(self, view: ShardView) -> set[str]:
-        """Mark fields of the shard's partitions that still have records to read."""
-        pending = set()
-        for name in view.marks:
-            topic, partition = parse_field(name)
-            highwater = self.highwater(topic, partition)
-            handled = max(
-                self.consumed.get((topic, partition), -1),
-                view.offsets.get(offset_field(topic, partition), -1),
-            )
-            if highwater is None or handled + 1 < highwater:
-                pending.add(name)
-        return pending
-
-    def shard_clock(self, view: ShardView) -> float | None:
-        """The event clock of a shard, for the sweeper (see ``watermark``)."""
-        return watermark(view.marks, self.pending_partitions(view))
+        return entries, max(len(ids) for ids in due.values())
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry while Redis is unreachable: nothing is acknowledged meanwhile, so Kafka
@@ -296,17 +308,3 @@ class Scorer:
                 log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(self.retry_max_s, delay * 2)
-
-
-def watermark(marks: Mapping[str, float], pending: set[str]) -> float | None:
-    """Event time up to which every partition of a shard has been read.
-
-    Each partition is assumed to be written roughly in event-time order, so its latest
-    event time (its mark) is how far it has been read. While some partitions still have
-    records to read, the shard is only as far as the slowest of them: a customer is not
-    silent while their events wait in a slower topic. Once all are read, it is the latest.
-    """
-    behind = [marks[name] for name in pending if name in marks]
-    if behind:
-        return min(behind)
-    return max(marks.values(), default=None)

@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     sweep_batch: int = Field(default=2000, ge=1)
     outbox_relay_interval_s: float = Field(default=5.0, gt=0)
     redis_retry_max_s: float = Field(default=5.0, gt=0)
-    dedup_window_s: float = Field(default=86_400.0, gt=0)
+    # A Redis that stops answering is treated like one that is down: retried, not awaited.
+    redis_timeout_s: float = Field(default=5.0, gt=0)
+    # Event clock: how many read events may wait for slower partitions before the oldest
+    # are applied anyway (bounding memory at the cost of strict event-time order).
+    max_held_events: int = Field(default=200_000, ge=1)
 
     scoring_config: Path | None = None
     # Where the worker keeps local files (Faust's data dir, the embedded services' state).

@@ -31,8 +31,17 @@ def _pid_gone(pid: int, timeout_s: float = 10.0) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
+        if _zombie(pid):  # exited; only waiting for its parent (maybe us) to collect it
+            return True
         time.sleep(0.02)
     return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _recorded_pids(state_dir: Path) -> dict[str, int]:
