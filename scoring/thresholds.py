@@ -46,7 +46,13 @@ def decide_churn(
     while level > 0 and risk < threshold_of(level, thresholds) - thresholds.margin:
         level -= 1
     current = level_of(risk, thresholds)
-    cooled = last_alert_at is None or at - last_alert_at >= thresholds.cooldown_days * DAY_S
+    # The cooldown holds back a re-armed customer crossing again, not an escalation from
+    # elevated to high, which is news.
+    cooled = (
+        level > 0
+        or last_alert_at is None
+        or at - last_alert_at >= thresholds.cooldown_days * DAY_S
+    )
     if current > level and cooled:
         return ChurnDecision(armed_level=current, alert_level=current)
     return ChurnDecision(armed_level=level, alert_level=None)
@@ -69,13 +75,13 @@ def next_check_at(state: CustomerState, at: float, config: ScoringConfig) -> flo
     bad_now = c.bad_experience_weight * (
         1.0
         - math.exp(
-            state.value(BAD_EXPERIENCES, c.bad_experience_half_life_days * DAY_S, at)
+            -state.value(BAD_EXPERIENCES, c.bad_experience_half_life_days * DAY_S, at)
             / c.bad_experience_saturation
         )
     )
     earliest = at + _CHECK_RESOLUTION_S
     cooldown_end = state.last_alert_at.get("churn_risk")
-    if cooldown_end is not None:
+    if cooldown_end is not None and state.churn_level == 0:
         earliest = max(earliest, cooldown_end + t.cooldown_days * DAY_S)
     latest = at + t.max_check_interval_days * DAY_S
     if earliest >= latest:

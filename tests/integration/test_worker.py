@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 from worker_harness import (
     consume_until,
     event,
@@ -23,7 +29,7 @@ from worker_harness import (
 from scoring.config import load_config
 from streams.intake import Decoder, Record, shard_of
 from streams.processor import AlertTopics, Scorer
-from streams.services import Endpoints
+from streams.services import EmbeddedService, Endpoints
 from streams.settings import Settings
 from streams.simulator import generate, publish
 from streams.store import StateStore
@@ -237,3 +243,81 @@ async def _alert_ids_once_settled(s: Settings) -> dict[str, Any]:
     )
     alerts = [orjson.loads(r.value) for r in seen]
     return {a["alert_id"]: a for a in alerts}
+
+
+async def test_redis_unavailable_worker_waits_commits_nothing_unapplied_and_loses_nothing(
+    endpoints: Endpoints, test_token: str, tmp_path: Path
+) -> None:
+    redis_server = EmbeddedService.start("redis", tmp_path / "redis", detached=False)
+    redis_server.wait_ready(30)
+    redis_url = f"redis://127.0.0.1:{redis_server.port}/0"
+    env = worker_env(
+        endpoints, test_token, tmp_path,
+        ENGAGEMENT_REDIS_URL=redis_url, ENGAGEMENT_CLOCK="wall",
+        ENGAGEMENT_REDIS_TIMEOUT_S="0.5", ENGAGEMENT_REDIS_RETRY_MAX_S="0.5",
+    )  # fmt: skip
+    s = settings_of(env)
+    frank = "frank"
+    shard = shard_of(frank, PARTITIONS)
+    tp = TopicPartition(s.topic_clickstream, shard)
+
+    def batch(first: int, count: int) -> list[tuple[str, str | bytes | None, bytes, int | None]]:
+        return [
+            (s.topic_clickstream, frank, event(f"g{i}", frank, i / 24, "page_view"), shard)
+            for i in range(first, first + count)
+        ]
+
+    client = aioredis.from_url(redis_url)
+    store = StateStore(client, s.namespace)
+
+    def has_events(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            state = await store.customer(shard, frank)
+            return state is not None and state.count("events") == n
+
+        return check
+
+    try:
+        with running_workers(env, 1, tmp_path) as (worker,):
+            await produce(s.kafka_bootstrap, batch(0, 20))
+            await poll(has_events(20), 30, "the first 20 events applied")
+            applied = (await store.metas([shard]))[shard].applied_offset(tp.topic, shard)
+            assert applied == 19
+
+            async def committed_all_applied() -> bool:
+                return await _committed(s, tp) == applied + 1
+
+            await poll(committed_all_applied, 30, "the group committing what Redis applied")
+
+            os.kill(redis_server.pid, signal.SIGSTOP)  # Redis stops answering
+            try:
+                await produce(s.kafka_bootstrap, batch(20, 20))
+                wait_for(lambda: worker.metric("engagement_redis_retries_total") >= 2, 30,
+                         "the worker retrying Redis", worker)  # fmt: skip
+                # Several commit intervals pass; the group must not commit unapplied offsets.
+                deadline = time.monotonic() + 6
+                while time.monotonic() < deadline:
+                    assert await _committed(s, tp) == applied + 1
+                    await asyncio.sleep(0.5)
+            finally:
+                os.kill(redis_server.pid, signal.SIGCONT)
+
+            await poll(has_events(40), 60, "all 40 events applied once Redis is back")
+        state = await store.customer(shard, frank)
+        assert state is not None and state.count("events") == 40  # nothing twice, nothing lost
+    finally:
+        await client.aclose()
+        redis_server.stop()
+
+
+async def _committed(s: Settings, tp: TopicPartition) -> int | None:
+    """The group's committed offset, read without joining the group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap, group_id=s.app_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        offset = await consumer.committed(tp)
+    finally:
+        await consumer.stop()
+    return None if offset is None or offset < 0 else int(offset)

@@ -1,0 +1,168 @@
+"""Scores: engagement (bounded, monotone, saturating), momentum, explainable churn risk."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.events import ClickstreamEvent
+from scoring.config import load_config
+from scoring.engine import apply_event
+from scoring.scores import churn_risk, engagement_score, momentum
+from scoring.state import DAY_S, CustomerState
+
+CONFIG = load_config()
+T0 = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+EVENT_IDS = itertools.count()
+CLICK_TYPES = ["page_view", "add_to_cart", "order", "referral", "payment_error", "hologram_view"]
+
+
+def click(i: int, t: float, kind: str = "page_view") -> ClickstreamEvent:
+    when = datetime.fromtimestamp(t, tz=UTC)
+    return ClickstreamEvent(event_id=f"e{i}", customer_id="c", occurred_at=when, type=kind)
+
+
+def history(events: list[tuple[float, str]], start: CustomerState | None = None) -> CustomerState:
+    state = start
+    for t, kind in events:
+        state = apply_event(state, click(next(EVENT_IDS), t, kind), t, t, CONFIG).state
+    assert state is not None
+    return state
+
+
+@pytest.fixture(scope="module")
+def steady() -> tuple[CustomerState, float]:
+    """One page view every six hours for a year: six long momentum half-lives."""
+    step = 6 * 3_600.0
+    times = [T0 + i * step for i in range(int(365 * DAY_S / step))]
+    return history([(t, "page_view") for t in times]), times[-1]
+
+
+histories = st.lists(
+    st.tuples(st.floats(0, 120 * DAY_S), st.sampled_from(CLICK_TYPES)), min_size=1, max_size=30
+)
+
+
+# --- engagement ---------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(histories, st.floats(0, 200 * DAY_S))
+def test_engagement_is_in_0_100(events: list[tuple[float, str]], later: float) -> None:
+    state = history([(T0 + t, kind) for t, kind in events])
+    score = engagement_score(state, state.last_seen + later, CONFIG)
+    assert 0.0 <= score < 100.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(histories, st.sampled_from(CLICK_TYPES), st.floats(0, 120 * DAY_S))
+def test_engagement_never_falls_when_activity_is_added(
+    events: list[tuple[float, str]], kind: str, t: float
+) -> None:
+    before = history([(T0 + t, k) for t, k in events])
+    after = history([(T0 + t, kind)], start=before)
+    at = max(after.last_seen, before.last_seen) + DAY_S
+    assert engagement_score(after, at, CONFIG) >= engagement_score(before, at, CONFIG)
+    if CONFIG.engagement.weight(kind) > 0:
+        assert engagement_score(after, at, CONFIG) > engagement_score(before, at, CONFIG)
+
+
+def test_engagement_grows_with_each_event_and_saturates() -> None:
+    state: CustomerState | None = None
+    scores = []
+    for i in range(1_000):
+        state = apply_event(state, click(i, T0 + i, "order"), T0 + i, T0 + i, CONFIG).state
+        scores.append(engagement_score(state, T0 + 1_000, CONFIG))
+    assert scores[0] > 0.0
+    unsaturated = [s for s in scores if s < 99.99]
+    assert len(unsaturated) > 10
+    assert all(b > a for a, b in itertools.pairwise(unsaturated))
+    assert all(b >= a for a, b in itertools.pairwise(scores))
+    # 1000 orders are 10000 weighted interactions, 250 saturations: at most 100 (in floating
+    # point 1 - exp(-250) is exactly 1, so the score is 100.0 itself; the alert schema allows it).
+    assert 99.99 < scores[-1] <= 100.0
+
+
+def test_engagement_fades_with_time() -> None:
+    state = history([(T0, "add_to_cart"), (T0 + 60, "order")])
+    h = CONFIG.engagement.half_life_days * DAY_S
+    now = engagement_score(state, T0 + 60, CONFIG)
+    later = engagement_score(state, T0 + 60 + h, CONFIG)
+    assert 0.0 < later < now
+    activity = -CONFIG.engagement.saturation * math.log(1 - now / 100)
+    assert math.isclose(later, 100 * (1 - math.exp(-activity / 2 / CONFIG.engagement.saturation)))
+
+
+# --- momentum -----------------------------------------------------------------------------
+
+
+def test_momentum_is_about_zero_for_steady_activity(steady: tuple[CustomerState, float]) -> None:
+    state, last = steady
+    for offset in (0.0, 3 * 3_600.0, 6 * 3_600.0 - 1):
+        assert abs(momentum(state, last + offset, CONFIG)) < 0.05
+
+
+def test_momentum_turns_negative_after_silence(steady: tuple[CustomerState, float]) -> None:
+    state, last = steady
+    values = [momentum(state, last + d * DAY_S, CONFIG) for d in (3, 7, 14, 30)]
+    assert all(v < 0 for v in values)
+    assert all(b < a for a, b in itertools.pairwise(values))
+    assert values[-1] < -0.5
+
+
+def test_momentum_turns_positive_after_a_burst(steady: tuple[CustomerState, float]) -> None:
+    state, last = steady
+    burst = [(last + 3_600 + j * 600, "page_view") for j in range(20)]
+    after = history(burst, start=state)
+    assert momentum(after, after.last_seen, CONFIG) > 0.25
+
+
+def test_momentum_is_zero_without_history_and_bounded() -> None:
+    assert momentum(CustomerState.new("c", T0), T0, CONFIG) == 0.0
+    fresh = history([(T0, "page_view")])
+    assert momentum(fresh, T0, CONFIG) == 1.0  # a first event is all "recent"
+    assert momentum(fresh, T0 + 365 * DAY_S, CONFIG) == pytest.approx(-1.0, abs=1e-3)
+
+
+# --- churn risk ---------------------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(histories, st.floats(0, 400 * DAY_S))
+def test_churn_reasons_add_up_to_the_risk(events: list[tuple[float, str]], later: float) -> None:
+    state = history([(T0 + t, kind) for t, kind in events])
+    assessment = churn_risk(state, state.last_seen + later, CONFIG)
+    contributions = [r.contribution for r in assessment.reasons]
+    assert {r.factor for r in assessment.reasons} == {"recency", "momentum", "bad_experiences"}
+    assert math.isclose(sum(contributions), assessment.churn_risk, rel_tol=1e-12, abs_tol=1e-12)
+    assert contributions == sorted(contributions, reverse=True)
+    assert all(c >= 0 for c in contributions)
+    assert 0.0 <= assessment.churn_risk <= 1.0
+
+
+def test_churn_risk_rises_with_silence(steady: tuple[CustomerState, float]) -> None:
+    state, last = steady
+    risks = [churn_risk(state, last + h * 3_600.0, CONFIG).churn_risk for h in range(0, 2_400, 6)]
+    assert risks[0] < 0.05
+    assert all(b > a for a, b in itertools.pairwise(risks))
+    c = CONFIG.churn
+    assert risks[-1] == pytest.approx(c.recency_weight + c.momentum_weight, abs=0.01)
+    recency = next(r for r in churn_risk(state, last + 14 * DAY_S, CONFIG).reasons)
+    assert recency.factor == "recency"
+    assert recency.contribution == pytest.approx(c.recency_weight / 2)
+    assert "14.0 days" in recency.detail
+
+
+def test_bad_experiences_raise_churn_risk() -> None:
+    calm = history([(T0 + i * 3_600, "page_view") for i in range(5)])
+    upset = history([(T0 + i * 3_600, "payment_error") for i in range(5)])
+    at = T0 + 5 * 3_600
+    assert churn_risk(upset, at, CONFIG).churn_risk > churn_risk(calm, at, CONFIG).churn_risk
+    bad = churn_risk(upset, at, CONFIG)
+    assert bad.reasons[0].factor == "bad_experiences"
+    assert 0 < bad.bad_experiences < 1

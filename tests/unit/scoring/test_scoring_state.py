@@ -1,0 +1,206 @@
+"""CustomerState: exact time decay, order independence, serialization, landmark rebase."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
+from scoring.config import ScoringConfig, load_config
+from scoring.engine import apply_event, evaluate_due
+from scoring.scores import ENGAGEMENT, half_lives
+from scoring.state import _REBASE_EXPONENT, DAY_S, CustomerState, day_floor
+
+CONFIG = load_config()
+T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC).timestamp()
+YEAR_S = 365 * DAY_S
+
+
+def isclose(a: float, b: float, rel: float) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=0.0)
+
+
+# --- decay --------------------------------------------------------------------------------
+
+
+def test_a_contribution_halves_after_one_half_life() -> None:
+    h = 3.5 * DAY_S
+    t = T0 + 12_345.6
+    state = CustomerState.new("c", T0).with_contributions({"x": 3.0}, t, {"x": h})
+    assert isclose(state.value("x", h, t), 3.0, 1e-12)
+    assert isclose(state.value("x", h, t + h), 1.5, 1e-12)
+    assert isclose(state.value("x", h, t + 2 * h), 0.75, 1e-12)
+    assert isclose(state.value("x", h, t + 10 * h), 3.0 / 1024, 1e-12)
+
+
+def test_an_unknown_feature_is_zero() -> None:
+    assert CustomerState.new("c", T0).value("nothing", DAY_S, T0 + 5) == 0.0
+
+
+def test_zero_weights_add_no_feature() -> None:
+    state = CustomerState.new("c", T0).with_contributions({"x": 0.0}, T0, {"x": DAY_S})
+    assert state.decayed == {}
+
+
+def test_value_is_the_sum_of_independently_decayed_contributions() -> None:
+    hl = {"a": 2 * DAY_S, "b": 45 * DAY_S}
+    contributions = [(T0 + 3_600, 1.0), (T0 + 9 * DAY_S, 2.5), (T0 - 4 * DAY_S, 0.7)]
+    contributions += [(T0 + 40 * DAY_S + 17.25, 10.0)]
+    state = CustomerState.new("c", T0)
+    for t, w in contributions:
+        state = state.with_contributions({"a": w, "b": 2 * w}, t, hl)
+    for at in (T0 + 40 * DAY_S + 17.25, T0 + 41 * DAY_S, T0 + 100 * DAY_S):
+        for name, scale in (("a", 1.0), ("b", 2.0)):
+            expected = sum(scale * w * 2 ** (-(at - t) / hl[name]) for t, w in contributions)
+            assert isclose(state.value(name, hl[name], at), expected, 1e-12)
+
+
+# --- order independence through the engine ---------------------------------------------
+
+CLICK_TYPES = ["page_view", "product_view", "add_to_cart", "hologram_view"]
+BAD_TYPES = sorted(CONFIG.bad_experiences)
+ZONES = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7, minutes=-30))]
+
+
+@st.composite
+def an_event(draw: st.DrawFn, index: int) -> InputEvent:
+    offset = draw(st.integers(0, int(YEAR_S)))
+    micros = draw(st.sampled_from([0, 250_000, 999_999]))
+    when = datetime.fromtimestamp(T0 + offset, tz=UTC) + timedelta(microseconds=micros)
+    when = when.astimezone(draw(st.sampled_from(ZONES)))
+    base = {"event_id": f"ev-{index}", "customer_id": "cust", "occurred_at": when}
+    family = draw(st.sampled_from(["click", "bad", "purchase", "feedback"]))
+    if family == "click":
+        return ClickstreamEvent(**base, type=draw(st.sampled_from(CLICK_TYPES)))
+    if family == "bad":
+        return ClickstreamEvent(**base, type=draw(st.sampled_from(BAD_TYPES)), page="/checkout")
+    if family == "purchase":
+        kind = draw(st.sampled_from(["order", "return", "refund", "cancellation"]))
+        return PurchaseEvent.model_validate(
+            {**base, "type": kind, "order_id": f"o-{index}", "amount": "12.50", "currency": "EUR"}
+        )
+    return FeedbackEvent(**base, type="nps", score=draw(st.integers(0, 10)))
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[list[InputEvent], list[InputEvent]]:
+    """Up to ~40 events (some redelivered with the same event_id) and a reordering."""
+    n = draw(st.integers(1, 30))
+    events = [draw(an_event(i)) for i in range(n)]
+    redelivered = draw(st.lists(st.sampled_from(events), max_size=10))
+    everything = events + redelivered
+    return everything, draw(st.permutations(everything))
+
+
+def fold(events: list[InputEvent], now: float, config: ScoringConfig) -> tuple[CustomerState, int]:
+    state: CustomerState | None = None
+    duplicates = 0
+    for event in events:
+        outcome = apply_event(state, event, now, now, config)
+        state, duplicates = outcome.state, duplicates + outcome.duplicate
+    assert state is not None
+    return state, duplicates
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories())
+def test_any_order_of_the_same_events_gives_the_same_state(
+    orders: tuple[list[InputEvent], list[InputEvent]],
+) -> None:
+    original, permuted = orders
+    # One clock for every call, so nothing depends on the order but the order itself.
+    now = max(e.occurred_at.timestamp() for e in original) + 3 * 3_600.0
+    a, dup_a = fold(original, now, CONFIG)
+    b, dup_b = fold(permuted, now, CONFIG)
+
+    assert dup_a == dup_b == len(original) - len({e.event_id for e in original})
+    assert a.counts == b.counts
+    assert a.counts["events"] == len({e.event_id for e in original})
+    assert a.first_seen == b.first_seen == min(e.occurred_at.timestamp() for e in original)
+    assert a.last_seen == b.last_seen == max(e.occurred_at.timestamp() for e in original)
+    assert a.decayed.keys() == b.decayed.keys()
+    for name, h in half_lives(CONFIG).items():
+        for at in (now, now + 90 * DAY_S):
+            assert isclose(a.value(name, h, at), b.value(name, h, at), 1e-9), name
+
+
+# --- serialization ------------------------------------------------------------------------
+
+
+def test_round_trip_of_a_fresh_state_is_lossless() -> None:
+    state = CustomerState.new("c-ü/1", T0 + 0.123456789)
+    assert CustomerState.from_bytes(state.to_bytes()) == state
+
+
+def test_round_trip_of_a_lived_in_state_is_lossless() -> None:
+    events: list[InputEvent] = []
+    for i in range(25):
+        when = datetime.fromtimestamp(T0 + i * 0.7 * DAY_S + i * 0.001, tz=UTC)
+        kind = ["page_view", "payment_error", "add_to_cart"][i % 3]
+        events.append(
+            ClickstreamEvent(event_id=f"e{i}", customer_id="c", occurred_at=when, type=kind)
+        )
+    events.append(
+        FeedbackEvent(
+            event_id="f", customer_id="c", occurred_at=events[-1].occurred_at, type="nps", score=2
+        )
+    )
+    state: CustomerState | None = None
+    for event in events:
+        t = event.occurred_at.timestamp()
+        state = apply_event(state, event, t + 1.5, t + 2.5, CONFIG).state
+    assert state is not None
+    # and a stretch of silence, so churn alerts and their schedule are in the state too
+    state = evaluate_due(state, state.last_seen + 90 * DAY_S, 0.0, CONFIG).state
+    assert state.churn_alerts >= 1 and state.recent_events and state.last_alert_at
+    for s in (state, CustomerState.from_bytes(state.to_bytes())):
+        again = CustomerState.from_bytes(s.to_bytes())
+        assert again == s
+        assert CustomerState.from_bytes(s.to_bytes().decode()) == s
+        assert again.to_bytes() == s.to_bytes()
+    assert state.next_check_at is None  # high level reached: nothing scheduled
+
+
+# --- landmark rebase ----------------------------------------------------------------------
+
+
+def test_rebase_moves_the_landmark_and_keeps_every_value() -> None:
+    hl = {"fast": DAY_S, "slow": 1_000 * DAY_S}
+    t1 = T0 + 1_000.0
+    t2 = t1 + (_REBASE_EXPONENT + 50) * DAY_S  # past the rebase point for "fast" only
+    state = CustomerState.new("c", T0).with_contributions({"fast": 1.0, "slow": 1.0}, t1, hl)
+    landmark = state.landmark
+    state = state.with_contributions({"fast": 2.0, "slow": 3.0}, t2, hl)
+    assert state.landmark == day_floor(t2) > landmark
+    for at in (t2, t2 + 7 * DAY_S, t2 + 3_000 * DAY_S):
+        for name, (w1, w2) in (("fast", (1.0, 2.0)), ("slow", (1.0, 3.0))):
+            h = hl[name]
+            expected = w1 * 2 ** (-(at - t1) / h) + w2 * 2 ** (-(at - t2) / h)
+            assert isclose(state.value(name, h, at), expected, 1e-9), (name, at)
+
+
+def test_decades_of_events_stay_finite_and_exact() -> None:
+    """Without the rebase 2**((t - L) / h) would overflow after ~1000 half-lives."""
+    hl = half_lives(CONFIG)
+    h = hl[ENGAGEMENT]
+    state: CustomerState | None = None
+    times: list[float] = []
+    for i in range(480):  # one event a month for 40 years: ~2000 short half-lives
+        when = datetime.fromtimestamp(T0 + i * 30.4 * DAY_S, tz=UTC)
+        event = ClickstreamEvent(event_id=f"e{i}", customer_id="c", occurred_at=when, type="search")
+        t = when.timestamp()
+        times.append(t)
+        state = apply_event(state, event, t, t, CONFIG).state
+    assert state is not None
+    assert state.landmark > T0 + 30 * YEAR_S
+    assert all(math.isfinite(v) for v in state.decayed.values())
+    w = CONFIG.engagement.weight("search")
+    for at in (times[-1], times[-1] + 45 * DAY_S):
+        expected = sum(w * 2 ** (-(at - t) / h) for t in times)
+        assert isclose(state.value(ENGAGEMENT, h, at), expected, 1e-9)
+    short_h = hl["short"]
+    expected_short = sum(w * 2 ** (-(times[-1] - t) / short_h) for t in times)
+    assert isclose(state.value("short", short_h, times[-1]), expected_short, 1e-9)
