@@ -49,9 +49,7 @@ def decide_churn(
     # The cooldown holds back a re-armed customer crossing again, not an escalation from
     # elevated to high, which is news.
     cooled = (
-        level > 0
-        or last_alert_at is None
-        or at - last_alert_at >= thresholds.cooldown_days * DAY_S
+        level > 0 or last_alert_at is None or at - last_alert_at >= thresholds.cooldown_days * DAY_S
     )
     if current > level and cooled:
         return ChurnDecision(armed_level=current, alert_level=current)
