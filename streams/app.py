@@ -12,6 +12,8 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from scoring.config import ScoringConfig
 from streams import metrics
@@ -94,6 +96,9 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         settings.redis_url.get_secret_value(),
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
+        # One quick reconnect inside redis-py; longer outages are retried by the scorer,
+        # which backs off, counts them in a metric and acknowledges nothing meanwhile.
+        retry=Retry(ExponentialBackoff(cap=0.2), 1),
     )
     store = StateStore(client, settings.namespace)
     decoder = Decoder(*settings.input_topics, rerouted=settings.topic_rerouted)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -160,12 +160,14 @@ class Scorer:
 
     async def _score_ready(self, ready: dict[int, list[Scorable]], outcome: BatchOutcome) -> None:
         if ready:
+            # Shards are removed from ``pending`` as they commit, so a retry after a
+            # connection error re-does only the shards not committed yet.
+            pending = dict(ready)
             async with self.lock:
-                await self.retrying(lambda: self._score(ready, outcome))
+                await self.retrying(lambda: self._score(pending, outcome))
             outcome.done.extend(item.record for items in ready.values() for item in items)
 
-    async def _score(self, groups: Mapping[int, list[Scorable]], outcome: BatchOutcome) -> None:
-        pending = dict(groups)
+    async def _score(self, pending: dict[int, list[Scorable]], outcome: BatchOutcome) -> None:
         while pending:
             wanted = {s: {i.event.customer_id for i in items} for s, items in pending.items()}
             views = await self.store.read({s: sorted(ids) for s, ids in wanted.items()})

@@ -14,13 +14,14 @@ script, which touches only one shard, runs on a cluster too.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
+import redis.exceptions
 
 from scoring.state import CustomerState
 
@@ -111,7 +112,7 @@ class StateStore:
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self._commit: AsyncScript = client.register_script(_COMMIT_LUA)
+        self._commit_sha = hashlib.sha1(_COMMIT_LUA.encode()).hexdigest()
 
     def keys(self, shard: int) -> ShardKeys:
         return ShardKeys(self.namespace, shard)
@@ -142,16 +143,30 @@ class StateStore:
         Returns, per shard, the outbox ids of the alerts it appended, or ``None`` when the
         shard changed since it was read (that shard's write was not applied).
         """
-        pipe = self.client.pipeline(transaction=False)
-        for w in writes:
-            keys, args = _commit_call(self.keys(w.shard), w)
-            await self._commit(keys=keys, args=args, client=pipe)
-        replies: list[list[bytes | int]] = await pipe.execute()
+        calls = [_commit_call(self.keys(w.shard), w) for w in writes]
+        try:
+            replies = await self._evalsha_all(calls)
+        except redis.exceptions.NoScriptError:
+            # A restarted Redis has no scripts: load it once and send again. No call ran,
+            # since every call in the pipeline is this script.
+            await self.client.script_load(_COMMIT_LUA)
+            replies = await self._evalsha_all(calls)
         result: dict[int, list[str] | None] = {}
         for w, reply in zip(writes, replies, strict=True):
             ok = int(reply[0]) == 1
             result[w.shard] = [_text(x) for x in reply[2:]] if ok else None
         return result
+
+    async def _evalsha_all(
+        self, calls: Sequence[tuple[list[str], list[bytes | str]]]
+    ) -> list[list[bytes | int]]:
+        # EVALSHA directly rather than redis-py's Script objects, which send a SCRIPT
+        # EXISTS round trip before every pipeline.
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(self._commit_sha, len(keys), *keys, *args)
+        replies: list[list[bytes | int]] = await pipe.execute()
+        return replies
 
     async def delete_outbox(self, entries: Sequence[OutboxEntry]) -> None:
         by_shard: dict[int, list[str]] = {}
