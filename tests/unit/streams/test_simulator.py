@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import tomllib
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 import pytest
 from pydantic import BaseModel
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, PurchaseEvent
-from streams import simulator
 from streams.settings import Settings
-from streams.simulator import PERSONAS, SimEvent, encode, generate, publish, summary, topic_for
+from streams.simulator import PERSONAS, SimEvent, encode, generate, summary, topic_for
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DAYS = 60.0
@@ -193,73 +190,3 @@ def test_topic_for() -> None:
         "purchases": "p",
         "feedback": "f",
     }
-
-
-class FakeProducer:
-    instances: ClassVar[list[FakeProducer]] = []
-    fail_after: ClassVar[int | None] = None
-
-    def __init__(self, **kwargs: object) -> None:
-        self.kwargs = kwargs
-        self.sent: list[tuple[str, bytes, bytes]] = []
-        self.started = self.stopped = False
-        FakeProducer.instances.append(self)
-
-    async def start(self) -> None:
-        self.started = True
-
-    async def send(self, topic: str, value: bytes, key: bytes) -> Any:
-        if self.fail_after is not None and len(self.sent) >= self.fail_after:
-            raise RuntimeError("broker gone")
-        self.sent.append((topic, key, value))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-
-@pytest.fixture
-def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
-    monkeypatch.setattr(FakeProducer, "instances", [])
-    monkeypatch.setattr(FakeProducer, "fail_after", None)
-    monkeypatch.setattr(simulator, "AIOKafkaProducer", FakeProducer)
-    return FakeProducer
-
-
-async def test_publish_sends_everything_keyed_by_customer(
-    fake_producer: type[FakeProducer],
-) -> None:
-    settings = Settings(kafka_bootstrap="broker:9093")
-    evs = generate(20, 20, 5, START)
-    progress: list[int] = []
-    assert await publish(evs, settings, on_progress=progress.append) == len(evs)
-    (producer,) = fake_producer.instances
-    assert producer.kwargs == {
-        "bootstrap_servers": "broker:9093",
-        "acks": "all",
-        "enable_idempotence": False,
-        "linger_ms": 5,
-    }
-    assert producer.started and producer.stopped
-    assert producer.sent == [
-        (topic_for(e, settings), e.customer_id.encode(), encode(e)) for e in evs
-    ]
-    assert progress and progress[-1] == len(evs) and progress == sorted(progress)
-
-
-async def test_publish_paces_to_the_rate(fake_producer: type[FakeProducer]) -> None:
-    evs = generate(20, 20, 5, START)[:100]
-    began = time.monotonic()
-    assert await publish(evs, Settings(), rate=500) == 100
-    assert time.monotonic() - began >= 0.18
-
-
-async def test_publish_stops_the_producer_on_error(
-    fake_producer: type[FakeProducer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(FakeProducer, "fail_after", 3)
-    with pytest.raises(RuntimeError):
-        await publish(generate(5, 10, 1, START), Settings())
-    assert fake_producer.instances[0].stopped
