@@ -10,10 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from scoring.config import ScoringConfig
 from streams import metrics
@@ -21,7 +18,7 @@ from streams.intake import Decoder, Record
 from streams.processor import AlertTopics, BatchOutcome, Scorer
 from streams.publisher import Publisher
 from streams.settings import Settings
-from streams.store import OutboxEntry, StateStore
+from streams.store import OutboxEntry, StateStore, connect_redis
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +29,7 @@ class Runtime:
 
     settings: Settings
     app: Any  # faust.App: untyped library
-    redis: aioredis.Redis
+    redis: Any  # redis.asyncio.Redis or RedisCluster
     store: StateStore
     scorer: Scorer
     publisher: Publisher
@@ -92,13 +89,10 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         # must not wait for them (they are read again by the partition's next owner).
         stream_wait_empty=False,
     )
-    client = aioredis.from_url(
+    client = connect_redis(
         settings.redis_url.get_secret_value(),
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        # One quick reconnect inside redis-py; longer outages are retried by the scorer,
-        # which backs off, counts them in a metric and acknowledges nothing meanwhile.
-        retry=Retry(ExponentialBackoff(cap=0.2), 1),
+        cluster=settings.redis_cluster,
+        timeout_s=settings.redis_timeout_s,
     )
     store = StateStore(client, settings.namespace)
     decoder = Decoder(*settings.input_topics, rerouted=settings.topic_rerouted)

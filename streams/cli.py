@@ -92,14 +92,16 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
-    import redis.asyncio as aioredis
-
     from scoring.config import load_config
     from streams.intake import shard_of
     from streams.report import customer_report
-    from streams.store import StateStore
+    from streams.store import StateStore, connect_redis
 
-    client = aioredis.from_url(settings.redis_url.get_secret_value())
+    client = connect_redis(
+        settings.redis_url.get_secret_value(),
+        cluster=settings.redis_cluster,
+        timeout_s=settings.redis_timeout_s,
+    )
     try:
         store = StateStore(client, settings.namespace)
         shard = shard_of(customer_id, settings.partitions)

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # A Redis Cluster: every key of a shard shares one hash slot, so this is all it takes.
+    redis_cluster: bool = False
     # Redis keys are prefixed with the namespace; a replay writes into its own one.
     namespace: str = Field(default="eng", pattern=r"^[A-Za-z0-9_.:-]+$")
     clock: Literal["wall", "event"] = "wall"

@@ -14,6 +14,7 @@ script, which touches only one shard, runs on a cluster too.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from scoring.state import CustomerState
 
@@ -108,10 +112,30 @@ class Conflict(Exception):
     """The shard changed between read and write; re-read and recompute."""
 
 
+_LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def connect_redis(url: str, *, cluster: bool = False, timeout_s: float = 5.0) -> Any:
+    """A Redis client (a cluster client when ``cluster``) that fails fast: one quick
+    reconnect inside redis-py; longer outages are retried by the scorer, which backs off,
+    counts them in a metric and acknowledges nothing meanwhile."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(ExponentialBackoff(cap=0.2), 1),
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    return aioredis.from_url(url, **options)
+
+
 class StateStore:
-    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
+        # A cluster pipeline refuses MGET even within one slot; per-key GETs in the same
+        # pipeline cost more commands but no more round trips.
+        self._cluster = isinstance(client, RedisCluster)
         self._commit_sha = hashlib.sha1(_COMMIT_LUA.encode()).hexdigest()
 
     def keys(self, shard: int) -> ShardKeys:
@@ -125,7 +149,10 @@ class StateStore:
             keys = self.keys(shard)
             ids = list(customer_ids)
             pipe.hgetall(keys.meta)
-            if ids:
+            if ids and self._cluster:
+                for c in ids:
+                    pipe.get(keys.customer(c))
+            elif ids:
                 pipe.mget([keys.customer(c) for c in ids])
             order.append((shard, ids))
         replies: list[Any] = await pipe.execute()
@@ -133,7 +160,9 @@ class StateStore:
         it = iter(replies)
         for shard, ids in order:
             meta: dict[bytes, bytes] = next(it)
-            blobs: list[bytes | None] = next(it) if ids else []
+            blobs: list[bytes | None] = (
+                [next(it) for _ in ids] if self._cluster else (next(it) if ids else [])
+            )
             views[shard] = _view(shard, meta, ids, blobs)
         return views
 
@@ -141,31 +170,48 @@ class StateStore:
         """Apply each shard's write atomically, all in one round trip.
 
         Returns, per shard, the outbox ids of the alerts it appended, or ``None`` when the
-        shard changed since it was read (that shard's write was not applied).
+        shard changed since it was read, or its node did not answer (re-read and re-do).
         """
         calls = [_commit_call(self.keys(w.shard), w) for w in writes]
-        try:
-            replies = await self._evalsha_all(calls)
-        except redis.exceptions.NoScriptError:
-            # A restarted Redis has no scripts: load it once and send again. No call ran,
-            # since every call in the pipeline is this script.
+        replies = await self._evalsha_all(calls)
+        missing = [
+            i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if missing:
+            # A restarted Redis (or a new cluster node) has no scripts: load it and send
+            # again only the calls it refused; the others ran.
             await self.client.script_load(_COMMIT_LUA)
-            replies = await self._evalsha_all(calls)
+            again = await self._evalsha_all([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
         result: dict[int, list[str] | None] = {}
         for w, reply in zip(writes, replies, strict=True):
+            if isinstance(reply, _LOST):
+                # The call may or may not have run: re-reading the shard tells which.
+                result[w.shard] = None
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
             ok = int(reply[0]) == 1
             result[w.shard] = [_text(x) for x in reply[2:]] if ok else None
         return result
 
-    async def _evalsha_all(
-        self, calls: Sequence[tuple[list[str], list[bytes | str]]]
-    ) -> list[list[bytes | int]]:
+    async def _evalsha_all(self, calls: Sequence[tuple[list[str], list[bytes | str]]]) -> list[Any]:
+        """Each call's reply, or the error it raised (not raised here)."""
         # EVALSHA directly rather than redis-py's Script objects, which send a SCRIPT
-        # EXISTS round trip before every pipeline.
+        # EXISTS round trip before every pipeline. A cluster pipeline refuses EVALSHA: there
+        # the calls go out concurrently, each to its shard's node, still one round trip.
+        if self._cluster:
+            return list(
+                await asyncio.gather(
+                    *(self.client.evalsha(self._commit_sha, len(k), *k, *a) for k, a in calls),
+                    return_exceptions=True,
+                )
+            )
         pipe = self.client.pipeline(transaction=False)
         for keys, args in calls:
             pipe.evalsha(self._commit_sha, len(keys), *keys, *args)
-        replies: list[list[bytes | int]] = await pipe.execute()
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
     async def delete_outbox(self, entries: Sequence[OutboxEntry]) -> None:
