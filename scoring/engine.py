@@ -32,7 +32,7 @@ from scoring.scores import (
     half_lives,
 )
 from scoring.state import DAY_S, CustomerState, event_digest
-from scoring.thresholds import decide_churn, next_check_at, threshold_of
+from scoring.thresholds import decide_churn, earliest_check_at, next_check_at, threshold_of
 
 Alert = ChurnRiskAlert | InterventionAlert
 
@@ -58,14 +58,24 @@ def evaluate_due(
 ) -> Outcome:
     """Run every inactivity check that fell due up to ``now``, each at its own due time."""
     alerts: list[Alert] = []
-    while state.next_check_at is not None and state.next_check_at <= now:
-        due = state.next_check_at
+    while (due := state.next_check_at) is not None and due <= now:
+        if not state.check_exact:
+            state = settle(state, config)  # the cheap bound was reached: find the real time
+            continue
         state, alert = _evaluate_churn(
             state, due, Trigger(source="inactivity", event_id=None), due, emitted_at, config
         )
         if alert is not None:
             alerts.append(alert)
     return Outcome(state=state, alerts=tuple(alerts))
+
+
+def settle(state: CustomerState, config: ScoringConfig) -> CustomerState:
+    """The state with its exact next check time, computed from the last evaluation."""
+    if state.check_exact:
+        return state
+    exact = next_check_at(state, state.evaluated_at, config)
+    return replace(state, next_check_at=exact, check_exact=True)
 
 
 def apply_event(
@@ -102,7 +112,7 @@ def apply_event(
         )
     recent[digest] = now
 
-    state = _fold(replace(state, recent_events=recent), event, t_event, config)
+    state = _fold(state, event, t_event, recent, config)
     # A late event is judged at the customer's latest known time, not back in the past.
     at = max(now, state.last_seen)
     state, churn_alert = _evaluate_churn(
@@ -119,7 +129,11 @@ def apply_event(
 
 
 def _fold(
-    state: CustomerState, event: InputEvent, t_event: float, config: ScoringConfig
+    state: CustomerState,
+    event: InputEvent,
+    t_event: float,
+    recent: dict[str, float],
+    config: ScoringConfig,
 ) -> CustomerState:
     weight = config.engagement.weight(event.type)
     weights = {ENGAGEMENT: weight, ACTIVITY_SHORT: weight, ACTIVITY_LONG: weight}
@@ -131,9 +145,16 @@ def _fold(
         counts["orders" if event.type == "order" else event.type + "s"] = 1
     elif isinstance(event, FeedbackEvent):
         counts["feedback"] = 1
-    state = state.with_contributions(weights, t_event, half_lives(config)).with_counts(**counts)
+    landmark, decayed = state.contributed(weights, t_event, half_lives(config))
+    totals = dict(state.counts)
+    for name, inc in counts.items():
+        totals[name] = totals.get(name, 0) + inc
     return replace(
         state,
+        landmark=landmark,
+        decayed=decayed,
+        counts=totals,
+        recent_events=recent,
         first_seen=min(state.first_seen, t_event),
         last_seen=max(state.last_seen, t_event),
     )
@@ -183,7 +204,9 @@ def _evaluate_churn(
         last_alert_at=last_alert_at,
         evaluated_at=at,
     )
-    return replace(state, next_check_at=next_check_at(state, at, config)), alert
+    # Only a lower bound here (closed form); ``settle`` finds the exact time when needed.
+    check = earliest_check_at(state, at, config)
+    return replace(state, next_check_at=check, check_exact=check is None), alert
 
 
 def _trigger(
@@ -248,4 +271,12 @@ def _intervene(
     return replace(state, last_alert_at={**state.last_alert_at, kind: at}), alert
 
 
-__all__ = ["LEVEL_NAMES", "Alert", "Outcome", "alert_id", "apply_event", "evaluate_due"]
+__all__ = [
+    "LEVEL_NAMES",
+    "Alert",
+    "Outcome",
+    "alert_id",
+    "apply_event",
+    "evaluate_due",
+    "settle",
+]

@@ -46,6 +46,10 @@ class CustomerState:
     churn_alerts: int = 0
     last_alert_at: dict[str, float] = field(default_factory=dict)
     next_check_at: float | None = None
+    # False while next_check_at is only a cheap lower bound of the exact check time: the
+    # schedule may come early, never late; reaching it computes the exact time (see
+    # scoring.engine.settle), which for an active customer is rarely needed at all.
+    check_exact: bool = True
     evaluated_at: float = 0.0
     # event digest -> when it was applied (scorer clock), for the duplicate window.
     recent_events: dict[str, float] = field(default_factory=dict)
@@ -69,27 +73,28 @@ class CustomerState:
     def count(self, name: str) -> int:
         return self.counts.get(name, 0)
 
+    def contributed(
+        self, weights: Mapping[str, float], at: float, half_lives: Mapping[str, float]
+    ) -> tuple[float, dict[str, float]]:
+        """(landmark, decayed sums) once each weight is added at time ``at``;
+        ``half_lives`` covers every feature."""
+        landmark, decayed = self.landmark, dict(self.decayed)
+        if any((at - landmark) / half_lives[name] > _REBASE_EXPONENT for name in weights):
+            shift = day_floor(at) - landmark
+            landmark += shift
+            decayed = {n: v * math.pow(2.0, -shift / half_lives[n]) for n, v in decayed.items()}
+        for name, weight in weights.items():
+            if weight:
+                decayed[name] = decayed.get(name, 0.0) + weight * math.pow(
+                    2.0, (at - landmark) / half_lives[name]
+                )
+        return landmark, decayed
+
     def with_contributions(
         self, weights: Mapping[str, float], at: float, half_lives: Mapping[str, float]
     ) -> CustomerState:
         """Add each weight at time ``at`` to its feature; ``half_lives`` covers every feature."""
-        state = self
-        if any((at - self.landmark) / half_lives[name] > _REBASE_EXPONENT for name in weights):
-            state = self._rebased(day_floor(at), half_lives)
-        decayed = dict(state.decayed)
-        for name, weight in weights.items():
-            if weight:
-                decayed[name] = decayed.get(name, 0.0) + weight * math.pow(
-                    2.0, (at - state.landmark) / half_lives[name]
-                )
-        return replace(state, decayed=decayed)
-
-    def _rebased(self, landmark: float, half_lives: Mapping[str, float]) -> CustomerState:
-        shift = landmark - self.landmark
-        decayed = {
-            name: scaled * math.pow(2.0, -shift / half_lives[name])
-            for name, scaled in self.decayed.items()
-        }
+        landmark, decayed = self.contributed(weights, at, half_lives)
         return replace(self, landmark=landmark, decayed=decayed)
 
     def with_counts(self, **increments: int) -> CustomerState:
@@ -112,6 +117,7 @@ class CustomerState:
                 "a": self.churn_alerts,
                 "t": self.last_alert_at,
                 "x": self.next_check_at,
+                "k": self.check_exact,
                 "e": self.evaluated_at,
                 "i": self.recent_events,
             }
@@ -132,6 +138,7 @@ class CustomerState:
             churn_alerts=d["a"],
             last_alert_at=d["t"],
             next_check_at=d["x"],
+            check_exact=d.get("k", True),
             evaluated_at=d["e"],
             recent_events=d["i"],
         )

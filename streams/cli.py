@@ -83,7 +83,11 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
     from streams.simulator import generate, publish
+    from streams.topics import ensure_topics
 
+    # Create the topics with the right partition count before a broker auto-creates them
+    # with its own default (every record would then be rerouted).
+    await ensure_topics(settings)
     start = datetime.now(tz=UTC) - timedelta(days=args.days)
     events = generate(args.customers, args.days, args.seed, start)
     sent = await publish(events, settings, rate=args.rate)

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     producer_idempotence: bool = False
     session_timeout_s: float = Field(default=10.0, gt=0)
     batch_max_events: int = Field(default=1000, ge=1)
-    batch_within_s: float = Field(default=0.02, gt=0)
+    batch_within_s: float = Field(default=0.05, gt=0)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     sweep_batch: int = Field(default=2000, ge=1)
     outbox_relay_interval_s: float = Field(default=5.0, gt=0)

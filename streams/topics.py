@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -45,7 +47,9 @@ async def ensure_topics(settings: Settings) -> set[str]:
                 await admin.create_topics(
                     [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
                 )
-        counts = await _partition_counts(admin, [*settings.input_topics, settings.topic_rerouted])
+        counts = await _settled_partition_counts(
+            admin, [*settings.input_topics, settings.topic_rerouted]
+        )
     finally:
         await admin.close()
     if counts.get(settings.topic_rerouted) != settings.partitions:
@@ -64,6 +68,23 @@ async def ensure_topics(settings: Settings) -> set[str]:
     return aligned
 
 
+async def _settled_partition_counts(
+    admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 30.0
+) -> dict[str, int]:
+    """Partition counts once every topic is visible: a topic another worker created a
+    moment ago may not have reached this broker's metadata yet (Apache Kafka)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = await _partition_counts(admin, topics)
+        if all(counts.get(t) for t in topics) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.2)
+
+
 async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
     described = await admin.describe_topics(topics)
-    return {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+    return {
+        d["topic"]: len(d["partitions"])
+        for d in described
+        if not d.get("error_code") and d.get("partitions")
+    }

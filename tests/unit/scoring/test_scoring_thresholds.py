@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 from schemas.alerts import ChurnRiskAlert
 from schemas.events import ClickstreamEvent
 from scoring.config import ChurnThresholds, ScoringConfig, load_config
-from scoring.engine import Alert, apply_event, evaluate_due
+from scoring.engine import Alert, apply_event, evaluate_due, settle
 from scoring.scores import BAD_EXPERIENCES, churn_risk
 from scoring.state import DAY_S, CustomerState
 from scoring.thresholds import (
     _CHECK_RESOLUTION_S,
     decide_churn,
+    earliest_check_at,
     level_of,
     next_check_at,
     threshold_of,
@@ -121,7 +122,7 @@ def customer(events: list[tuple[float, str]], config: ScoringConfig = CONFIG) ->
         )
         state = apply_event(state, event, t, t, config).state
     assert state is not None
-    return state
+    return settle(state, config)  # the exact schedule, as stored
 
 
 def first_crossing(state: CustomerState, at: float, config: ScoringConfig) -> float | None:
@@ -201,7 +202,7 @@ def test_next_check_after_an_elevated_alert_targets_high_after_the_cooldown() ->
     assert levels([first]) == ["elevated"]
     at = first.occurred_at.timestamp()
     # the state just after the elevated alert
-    after = evaluate_due(state, at, 0.0, CONFIG).state
+    after = settle(evaluate_due(state, at, 0.0, CONFIG).state, CONFIG)
     assert after.churn_level == 1
     crossing = check_schedule(after)
     assert after.next_check_at is not None and crossing is not None
@@ -248,3 +249,23 @@ def test_next_check_is_never_after_the_first_crossing(events: list[tuple[float, 
     if state.churn_level >= 2:
         pytest.skip("already high")
     check_schedule(state)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    days=st.lists(st.floats(min_value=0, max_value=120), min_size=1, max_size=12),
+    kinds=st.lists(st.sampled_from(KINDS), min_size=12, max_size=12),
+    level=st.integers(min_value=0, max_value=1),
+)
+def test_the_cheap_bound_is_never_after_the_exact_check(
+    days: list[float], kinds: list[str], level: int
+) -> None:
+    state = replace(
+        customer([(T0 + d * DAY_S, k) for d, k in zip(days, kinds, strict=False)]),
+        churn_level=level,
+    )
+    at = state.evaluated_at
+    exact = next_check_at(state, at, CONFIG)
+    bound = earliest_check_at(state, at, CONFIG)
+    assert exact is not None and bound is not None
+    assert bound <= exact
