@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,9 +30,11 @@ class RejectedRecord(ValueError):
     """An input that cannot be scored; the message says why, naming the field."""
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def shard_of(customer_id: str, shards: int) -> int:
     """The owner shard (and partition) of a customer: Kafka's default murmur2 partitioner,
-    so producers using the Java client's default already write to the owner partition."""
+    so producers using the Java client's default already write to the owner partition.
+    Cached: aiokafka's murmur2 is pure Python and customers come back again and again."""
     hashed: int = murmur2(customer_id.encode())
     return (hashed & 0x7FFFFFFF) % shards
 
