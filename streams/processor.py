@@ -112,11 +112,11 @@ class Scorer:
         # been read past them (see streams/ordering.py); on the wall clock they never wait.
         self.buffer = EventTimeBuffer(self.shard_partitions, max_held=max_held)
         self._seq = 0
+        self._shard_topics = [*sorted(aligned_topics), *filter(None, [decoder.rerouted])]
 
     def shard_partitions(self, shard: int) -> list[tuple[str, int]]:
         """The partitions whose records a shard owns: its number on each aligned topic."""
-        topics = [*sorted(self.aligned_topics), self.decoder.rerouted or ""]
-        return [(topic, shard) for topic in topics if topic]
+        return [(topic, shard) for topic in self._shard_topics]
 
     async def process(self, records: Sequence[Record]) -> BatchOutcome:
         """Score what can be scored now; ``outcome.done`` lists the records that may be
