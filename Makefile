@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration clean services-down
+.PHONY: demo test lint typecheck unit integration integration-real real-services-deps \
+	clean services-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +32,32 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
+# The whole suite on the embedded pair (Tansu + Valkey), then the integration suite on real
+# Apache Kafka + Redis 7. Both always run; the target fails if either does.
 test: lint typecheck
-	$(BIN)/pytest tests
+	@status=0; \
+	$(BIN)/pytest tests || status=$$?; \
+	$(MAKE) --no-print-directory integration-real || status=$$?; \
+	exit $$status
+
+# The integration suite on Apache Kafka 4 (KRaft, jars from Maven Central) and Debian's
+# redis-server; skipped with a message when Java 17+ / Maven / redis-server are missing.
+integration-real: $(STAMP) real-services-deps
+	scripts/test-real-services.sh tests/integration
+
+# Debian's redis-server (Redis 7), installed when missing if we are root and Java is here
+# (no Java: the real-services run is skipped anyway). Installing does not start the service.
+real-services-deps:
+	@if command -v java >/dev/null 2>&1 && ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server"; \
+	    apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	      redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing and cannot be installed here (not root or no apt-get)"; \
+	  fi; \
+	fi
 
 services-down: $(STAMP)
 	$(BIN)/engagement services down

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -42,11 +41,19 @@ async def ensure_topics(settings: Settings) -> set[str]:
         existing = set(await admin.list_topics())
         missing = [t for t in all_topics(settings) if t not in existing]
         if missing:
-            # another worker may have created them first
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
-                )
+            response = await admin.create_topics(
+                [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
+            )
+            # aiokafka reports per-topic failures in the response instead of raising.
+            # "Already exists" means another worker created it first.
+            failed = [
+                f"{topic}: {message or code}"
+                for topic, code, *rest in response.topic_errors
+                for message in [rest[0] if rest else None]
+                if code not in (0, TopicAlreadyExistsError.errno)
+            ]
+            if failed:
+                raise TopicLayoutError("could not create topics: " + "; ".join(failed))
         counts = await _settled_partition_counts(
             admin, [*settings.input_topics, settings.topic_rerouted]
         )

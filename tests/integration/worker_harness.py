@@ -40,6 +40,10 @@ def worker_env(
         "ENGAGEMENT_SWEEP_INTERVAL_S": "0.2",
         "ENGAGEMENT_OUTBOX_RELAY_INTERVAL_S": "0.3",
         "ENGAGEMENT_STATE_DIR": str(state_dir),
+        # On for Apache Kafka (the real-services run sets it); Tansu has no InitProducerId.
+        "ENGAGEMENT_PRODUCER_IDEMPOTENCE": os.environ.get(
+            "ENGAGEMENT_TEST_PRODUCER_IDEMPOTENCE", "false"
+        ),
     }
     for name in ("clickstream", "purchases", "feedback", "rerouted", "churn_risk",
                  "interventions", "deadletter"):  # fmt: skip
