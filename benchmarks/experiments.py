@@ -1,6 +1,16 @@
 """What-if measurements behind the proposals in BENCHMARKS.md (not part of benchmarks.run):
 
-    python -m benchmarks.experiments [--customers 100000]
+    python -m benchmarks.experiments [memory] [fetch] [--customers 100000] [--out FILE]
+
+``fetch``: how long a record waits for a plain aiokafka consumer (no Faust, no scorer)
+against the embedded broker, by the consumer's ``fetch_max_wait_ms``: 400 records at
+200/s to an 8-partition topic, latency = receive time - record timestamp. Faust's worker
+consumer uses 1,500 ms (hard-coded in faust.transport.drivers.aiokafka).
+
+``phases``: where a batch's time goes at 1,000 alert-raising events/s, with the fetch
+wait at 10 ms (benchmarks/patched_worker.py) and ENGAGEMENT_BATCH_WITHIN_S 0.005 and
+0.05: mean wall time per call of Scorer.process, StateStore.read/commit/delete_outbox,
+Publisher.publish and Runtime.finish (BENCH_PHASES_OUT), with the latency percentiles.
 
 ``memory``: the customers of the memory benchmark (the same state templates, cloned),
 written the way the commit script writes them (SET of the state + ZADD to the shard's due
@@ -24,6 +34,7 @@ import random
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,23 +121,131 @@ async def _write(
     }
 
 
+async def _fetch_latency(bootstrap: str) -> dict[str, dict[str, float]]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.structs import TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic("fetch-wait", 8, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for wait_ms in (20, 100, 500, 1500):
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=wait_ms
+            )
+            await consumer.start()
+            tps = [TopicPartition("fetch-wait", p) for p in range(8)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            latencies: list[float] = []
+
+            async def read(n: int, consumer: Any = consumer, seen: list[float] = latencies) -> None:
+                while len(seen) < n:
+                    batches = await consumer.getmany(timeout_ms=100)
+                    now = time.time() * 1000
+                    seen.extend(now - r.timestamp for rs in batches.values() for r in rs)
+
+            reader = asyncio.create_task(read(400))
+            await asyncio.sleep(0.5)
+            for i in range(400):
+                await producer.send("fetch-wait", b"x" * 200, key=str(i).encode())
+                await asyncio.sleep(1 / 200)
+            await asyncio.wait_for(reader, 30)
+            await consumer.stop()
+            latencies.sort()
+            out[f"fetch_max_wait_ms={wait_ms}"] = {
+                "p50_ms": round(latencies[len(latencies) // 2], 1),
+                "p99_ms": round(latencies[int(len(latencies) * 0.99)], 1),
+                "max_ms": round(latencies[-1], 1),
+            }
+    finally:
+        await producer.stop()
+    return out
+
+
+def _phases(endpoints: Any, run_dir: Path) -> dict[str, Any]:
+    import json
+    import time as clock
+    from dataclasses import replace
+
+    from benchmarks import sections
+    from benchmarks.procs import Procs, service_pids
+    from streams.topics import ensure_topics
+
+    (run_dir / "logs").mkdir(exist_ok=True)
+    out: dict[str, Any] = {}
+    with Procs(run_dir / "logs") as procs:
+        plan = replace(sections.Plan.full(), latency=((1_000, 10.0),))
+        ctx = sections.Context(
+            plan, endpoints, procs, run_dir, "ph", service_pids(endpoints), [], [], run_dir
+        )
+        for within in ("0.005", "0.05"):
+            name = f"phases{within.replace('.', '')}"
+            timing = run_dir / f"{name}.json"
+            env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall",
+                          ENGAGEMENT_BATCH_WITHIN_S=within, BENCH_FETCH_MAX_WAIT_MS="10",
+                          BENCH_PHASES_OUT=str(timing))  # fmt: skip
+            settings = sections.settings_of(env)
+            asyncio.run(ensure_topics(settings))
+            worker = procs.worker(name, env, "benchmarks.patched_worker")
+            try:
+                while not worker.owned_shards():
+                    worker.check("starting")
+                    clock.sleep(0.1)
+                phases = asyncio.run(sections._latency_phases(ctx, settings, name, worker))
+                clock.sleep(1.5)  # the timings file is rewritten every second
+                totals = json.loads(timing.read_text())
+            finally:
+                procs.stop([worker])
+            phase = phases["1000"]
+            out[f"batch_within_s={within}"] = {
+                **{k: phase[k] for k in ("p50_ms", "p99_ms", "batch_mean_events", "batch_mean_ms")},
+                "mean_ms_per_call (warm-up included)": {
+                    k: round(1000 * t / n, 2) for k, (t, n) in sorted(totals.items()) if n
+                },
+                "calls": {k: n for k, (_, n) in sorted(totals.items())},
+            }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments", description=__doc__)
+    parser.add_argument("which", nargs="*", help="fetch, phases, memory (default: all)")
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    templates = [
-        CustomerState.from_bytes(b) for b in customer_states(1_000, 60.0, 1, load_config(None))
-    ]
-    states = list(clones(templates, args.customers))
-    assert states[0].customer_id == customer_id(0)
-    results: dict[str, Any] = {"customers": args.customers, "templates_from": str(START.date())}
+    known = {"fetch", "phases", "memory"}
+    which = set(args.which) or known
+    if which - known:
+        parser.error(f"unknown experiments: {', '.join(sorted(which - known))}")
+    results: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="engagement-exp-") as tmp,
         embedded_services(Path(tmp)) as endpoints,
     ):
-        for name, encode in (("current", CustomerState.to_bytes), ("compact", compact)):
-            results[name] = asyncio.run(_write(endpoints.redis_url, states, encode, 8))
+        if "fetch" in which:
+            results["fetch"] = asyncio.run(_fetch_latency(endpoints.kafka_bootstrap))
+        if "phases" in which:
+            results["phases"] = _phases(endpoints, Path(tmp))
+        if "memory" in which:
+            templates = [
+                CustomerState.from_bytes(b)
+                for b in customer_states(1_000, 60.0, 1, load_config(None))
+            ]
+            states = list(clones(templates, args.customers))
+            assert states[0].customer_id == customer_id(0)
+            memory: dict[str, Any] = {"customers": args.customers}
+            memory["templates"] = f"1,000 customers over 60 days from {START.date()}"
+            for name, encode in (("current", CustomerState.to_bytes), ("compact", compact)):
+                memory[name] = asyncio.run(_write(endpoints.redis_url, states, encode, 8))
+            results["memory"] = memory
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
     if args.out:
         args.out.write_text(text + "\n")

@@ -36,6 +36,21 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used (from /proc/stat)."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def own_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds of this process, its reaped children and the live ``pids``."""
+    t = os.times()
+    live = sum(cpu_seconds(pid) or 0.0 for pid in pids)
+    return t.user + t.system + t.children_user + t.children_system + live
+
+
 def service_pids(endpoints: Endpoints) -> dict[str, int]:
     """Pids of the embedded broker and Redis serving ``endpoints`` (found by their ports)."""
     kafka_port = endpoints.kafka_bootstrap.rpartition(":")[2]
@@ -177,6 +192,9 @@ class Procs:
         self._terminate([*self.live, *self.stopping])
         self.live.clear()
         self.stopping.clear()
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in (*self.live, *self.stopping) if p.process.poll() is None]
 
     def next_name(self, name: str) -> str:
         self._seq += 1

@@ -113,12 +113,34 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
     ("alerts: publish to Kafka + XDEL outbox", ("Publisher.publish (", "Runtime.deliver_alerts (")),
     ("ack: stream.ack per event", ("Stream.ack (",)),
-    ("Record + inflight bookkeeping (_record)", ("_record (",)),
+    ("Record + inflight bookkeeping (_record)", ("_record (streams/app.py",)),
     ("event-time buffer", ("EventTimeBuffer.",)),
     ("Faust take/noack_take buffering", ("Stream.noack_take (", "Stream.take (")),
     ("rest of the agent body / Scorer.process", ("create_app.<locals>.score (", "Scorer.")),
     ("Redis due/meta reads (sweep)", ("StateStore.due_customers (", "StateStore.metas (")),
 )
+SWEEP_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("due customers: ZRANGEBYSCORE per shard", ("StateStore.due_customers (",)),
+    ("read: MGET + CustomerState.from_bytes", ("StateStore.read (",)),
+    ("commit: to_bytes, script arguments, EVALSHA", ("StateStore.commit (",)),
+    ("settle: bisection for the exact check time", ("settle (",)),
+    ("churn evaluation at the due time (+ alerts)", ("_evaluate_churn (",)),
+    ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
+    ("rest of evaluate_due / Scorer._sweep", ("evaluate_due (", "Scorer._sweep (")),
+)
+# Functions whose inclusive share inside an anchor function the summary lists.
+INSIDE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "scorer": ("apply_event", ("replace", "_evaluate_churn", "churn_risk", "BaseModel.__init__",
+                               "_fold", "CustomerState.contributed", "earliest_check_at",
+                               "event_digest", "_intervene", "evaluate_due", "decide_churn")),
+    "alerts": ("apply_event", ("replace", "_evaluate_churn", "churn_risk", "_intervene",
+                               "BaseModel.__init__", "engagement_score", "alert_id", "_fold",
+                               "CustomerState.new")),
+    "sweep": ("Scorer._sweep", ("settle", "next_check_at", "rising_terms", "momentum",
+                                "replace", "StateStore.read", "CustomerState.from_bytes",
+                                "StateStore.commit", "CustomerState.to_bytes",
+                                "AbstractConnection.pack_command", "_evaluate_churn")),
+}  # fmt: skip
 LIBRARIES = (
     ("faust/", "Faust: consumer, conductor, stream, events"),
     ("mode/", "Faust: mode services, queues, timers"),
@@ -129,7 +151,29 @@ LIBRARIES = (
 )
 
 
-def breakdown(path: Path) -> dict[str, list[tuple[str, int]]]:
+def inside(path: Path, anchor: str, names: tuple[str, ...]) -> tuple[int, list[tuple[str, int]]]:
+    """Main-thread samples inside ``anchor``, and how many of them are inside each of
+    ``names`` (function names without module, as py-spy prints them)."""
+    total, found = 0, Counter[str]()
+    if not path.exists():
+        return 0, []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        raw = stack.split(";")
+        frames = [f.split(" (", 1)[0] for f in raw[1:]]
+        if not count.isdigit() or "MainThread" not in raw[0] or anchor not in frames:
+            continue
+        below = set(frames[frames.index(anchor) :])
+        total += int(count)
+        for name in names:
+            if name in below:
+                found[name] += int(count)
+    return total, [(name, found[name]) for name in names]
+
+
+def breakdown(
+    path: Path, rules: tuple[tuple[str, tuple[str, ...]], ...] = RULES
+) -> dict[str, list[tuple[str, int]]]:
     """Samples per thread by where they were spent (see RULES)."""
     out: dict[str, Counter[str]] = {}
     if not path.exists():
@@ -140,7 +184,7 @@ def breakdown(path: Path) -> dict[str, list[tuple[str, int]]]:
             continue
         frames = stack.split(";")
         thread = frames[0].split(": ", 1)[-1] if frames[0].startswith("thread (") else "?"
-        label = next((lb for lb, pats in RULES if any(p in stack for p in pats)), None)
+        label = next((lb for lb, pats in rules if any(p in stack for p in pats)), None)
         if label is None:
             label = "other"
             for frame in reversed(frames[1:]):
@@ -156,11 +200,19 @@ def _markdown(profiles: dict[str, dict[str, Any]], figures: dict[str, Any], raw:
     lines = ["# Profiles (py-spy, 100 Hz, --nonblocking --threads)", ""]
     for name, threads in profiles.items():
         lines += [f"## {name}", "", f"measured under the profiler: `{figures.get(name)}`", ""]
-        for thread, rows in breakdown(raw / f"{name}.txt").items():
+        rules = SWEEP_RULES if name == "sweep" else RULES
+        for thread, rows in breakdown(raw / f"{name}.txt", rules).items():
             total = max(1, sum(n for _, n in rows))
             lines += [f"### where thread {thread} spends its samples ({total})", ""]
             lines += ["| where | samples | % |", "| --- | --- | --- |"]
             lines += [f"| {label} | {n} | {100 * n / total:.1f} |" for label, n in rows]
+            lines.append("")
+        if name in INSIDE:
+            anchor, names = INSIDE[name]
+            total, rows = inside(raw / f"{name}.txt", anchor, names)
+            lines += [f"### inside `{anchor}` ({total} samples; inclusive, so they overlap)", ""]
+            lines += ["| function | % of them |", "| --- | --- |"]
+            lines += [f"| `{fn}` | {100 * n / max(1, total):.1f} |" for fn, n in rows]
             lines.append("")
         for thread, t in threads.items():
             total = max(1, t["samples"])

@@ -94,6 +94,10 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
             "full_vs_naive_scorer_per_event": ("full_scorer", "naive_scorer_per_event"),
             "full_vs_naive_get_set_per_event": ("full_scorer", "naive_get_set_per_event"),
             "two_workers_vs_one": ("two_workers", "full_scorer"),
+            "scorer_without_faust_vs_naive_scorer_per_event": (
+                "scorer_without_faust",
+                "naive_scorer_per_event",
+            ),
         }
         for name, (a, b) in pairs.items():
             values = [
@@ -183,7 +187,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"- workload: {results['workload']['events']:,} events of "
         f"{results['workload']['customers_with_events']:,} active customers "
         f"(`{results['workload']['generator']}`), {plan['partitions']} partitions",
-        f"- took {results['duration_s']:,.0f} s",
+        f"- took {results.get('duration_s', 0):,.0f} s"
+        + ("" if results.get("complete", True) else " (incomplete run)"),
+        "- CPU used by other processes on the machine meanwhile (cores, by section): "
+        + (
+            ", ".join(
+                f"{k} {v:.2f}" for k, v in results.get("other_processes_cpu_cores", {}).items()
+            )
+            or "-"
+        ),
         "",
     ]
     t = results.get("throughput")
@@ -201,6 +213,7 @@ def markdown(results: dict[str, Any]) -> str:
             "aiokafka_getmany": "physical limit: aiokafka getmany + orjson",
             "naive_scorer_per_event": "naive: Scorer.process, one record per call",
             "naive_get_set_per_event": "naive: GET + apply_event + SET per event",
+            "scorer_without_faust": "Scorer.process in batches of 1,000, in-process, no Kafka",
             "two_workers": "full scorer, 2 workers",
         }
         for key, label in labels.items():

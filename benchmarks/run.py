@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import gc
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -35,7 +36,7 @@ from typing import Any
 import orjson
 
 from benchmarks import report, sections, workload
-from benchmarks.procs import REPO, Procs, service_pids
+from benchmarks.procs import REPO, Procs, machine_busy_seconds, own_seconds, service_pids
 from scoring.config import load_config
 from streams.services import embedded_services
 from streams.store import connect_redis
@@ -83,6 +84,44 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class Load:
+    """CPU used on the machine by processes that are not this run's, per section: the
+    figures assume a machine to themselves, so the run reports when it did not have one."""
+
+    def __init__(self, procs: Procs, services: dict[str, int]) -> None:
+        self.procs, self.services = procs, services
+        self.by_section: dict[str, float] = {}
+
+    def sample(self) -> tuple[float, float, float]:
+        own = own_seconds([*self.procs.pids(), *self.services.values()])
+        return time.monotonic(), machine_busy_seconds(), own
+
+    def record(self, section: str, before: tuple[float, float, float]) -> None:
+        after = self.sample()
+        elapsed = max(1e-9, after[0] - before[0])
+        other = (after[1] - before[1]) - (after[2] - before[2])
+        self.by_section[section] = round(max(0.0, other) / elapsed, 3)
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the workers and servers are stopped on the way."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _write(results: dict[str, Any], raw: dict[str, Any], out: Path) -> None:
+    results.update(report.aggregate(raw))
+    results["targets"] = report.targets(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    tmp.replace(out)
+    out.with_suffix(".md").write_text(report.markdown(results))
+
+
 def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
     args = parse(argv)
     plan = sections.Plan.smoke_plan() if args.smoke else sections.Plan.full()
@@ -125,6 +164,9 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
 
     raw: dict[str, Any] = {"throughput": [], "latency": [], "redis_memory": {}, "sweep": []}
     durations: dict[str, float] = {}
+    results["complete"] = False
+    results["errors"] = errors
+    results["section_seconds"] = durations
     token = f"b{uuid.uuid4().hex[:6]}"
     with (
         embedded_services(run_dir / "services") as endpoints,
@@ -143,8 +185,11 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
             templates=templates,
             templates_path=templates_path,
         )
+        load = Load(procs, ctx.service_pids)
+        results["other_processes_cpu_cores"] = load.by_section
         for section in (s for s in SECTIONS if s in wanted):
             section_started = time.monotonic()
+            before = load.sample()
             for rep in range(plan.repeats):
                 where = f"{section} {rep + 1}/{plan.repeats}"
                 try:
@@ -177,16 +222,16 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
                 except Exception as exc:
                     errors.append(f"{where}: {exc!r}")
                     _log(started, f"{where} FAILED:\n{traceback.format_exc()}")
+                results["duration_s"] = round(time.monotonic() - started, 1)
+                _write(results, raw, out)  # a run cut short still leaves what it measured
             durations[section] = round(time.monotonic() - section_started, 1)
+            load.record(section, before)
+            if load.by_section[section] > 0.1:
+                _log(started, f"other processes used {load.by_section[section]} cores")
 
-    results.update(report.aggregate(raw))
-    results["targets"] = report.targets(results)
-    results["section_seconds"] = durations
     results["duration_s"] = round(time.monotonic() - started, 1)
-    results["errors"] = errors
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    out.with_suffix(".md").write_text(report.markdown(results))
+    results["complete"] = True
+    _write(results, raw, out)
     if errors or args.keep:
         _log(started, f"logs kept in {run_dir}")
     else:
@@ -195,6 +240,7 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _terminate_on_sigterm()
     results, out = run(sys.argv[1:] if argv is None else argv)
     print(report.markdown(results))
     print(f"\nwritten: {out} and {out.with_suffix('.md')}")

@@ -170,9 +170,10 @@ def throughput(ctx: Context, rep: int) -> dict[str, dict[str, Any]]:
     out["aiokafka_getmany"] = task_run(ctx, "aiokafka", env, spec, timeout_s=60 + expected / 2_000)
     env = ctx.env(f"{inputs}-naive", inputs, inputs)
     limit = min(expected, ctx.plan.naive_events)
-    naive = task_run(ctx, "naive", env, {"task": "naive", "limit": limit}, 120 + limit / 100)
+    naive = task_run(ctx, "naive", env, {"task": "naive", "limit": limit}, 180 + limit / 100)
     for key in ("scorer_per_event", "get_set_per_event"):
         out[f"naive_{key}"] = {**naive[key], "read_s": naive["read_s"]}
+    out["scorer_without_faust"] = naive["scorer_batched_in_process"]
     out["two_workers"] = scorer_run(ctx, f"{inputs}-two", inputs, 2, expected)
     return out
 

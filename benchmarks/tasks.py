@@ -195,7 +195,9 @@ async def _read_all(settings: Any, limit: int) -> list[Any]:
 
 
 async def run_naive(spec: dict[str, Any]) -> None:
-    """Scoring without batching, over the same records, in two forms:
+    """The scoring without Faust, over the same records: first as the worker batches it
+    (``scorer_batched_in_process``, all records, for reference), then without batching
+    (the naive baseline, the first ``limit`` records), in two forms:
 
     - ``scorer_per_event``: streams.processor.Scorer.process called with one record at a
       time: per event one pipelined read (HGETALL meta + MGET) and one EVALSHA commit,
@@ -216,7 +218,8 @@ async def run_naive(spec: dict[str, Any]) -> None:
     settings = load_settings()
     config = load_config(settings.scoring_config)
     read_started = time.perf_counter()
-    records = await _read_all(settings, spec["limit"])
+    everything = await _read_all(settings, 10**9)
+    records = everything[: spec["limit"]]
     read_s = time.perf_counter() - read_started
     client = connect_redis(
         settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s
@@ -224,6 +227,32 @@ async def run_naive(spec: dict[str, Any]) -> None:
     decoder = Decoder(*settings.input_topics, rerouted=settings.topic_rerouted)
     results: dict[str, Any] = {"read_s": round(read_s, 3)}
     try:
+        # The scorer as the worker runs it, batches of BATCH_MAX_EVENTS, without Faust or
+        # Kafka: what the worker could do if reading records cost nothing.
+        batched = Scorer(
+            StateStore(client, f"{settings.namespace}-c"),
+            decoder,
+            set(settings.input_topics),
+            config,
+            AlertTopics(settings.topic_churn_risk, settings.topic_interventions),
+            shards=settings.partitions,
+            clock=settings.clock,
+            wall=time.time,
+        )
+        size, applied = settings.batch_max_events, 0
+        started, cpu = time.perf_counter(), time.process_time()
+        for lo in range(0, len(everything), size):
+            applied += (await batched.process(everything[lo : lo + size])).applied
+        applied += (await batched.release()).applied
+        elapsed = time.perf_counter() - started
+        results["scorer_batched_in_process"] = {
+            "events": len(everything),
+            "applied": applied,
+            "seconds": round(elapsed, 3),
+            "events_per_s": round(len(everything) / elapsed, 1),
+            "cpu_cores": round((time.process_time() - cpu) / elapsed, 3),
+        }
+
         store = StateStore(client, f"{settings.namespace}-a")
         scorer = Scorer(
             store,

@@ -23,6 +23,7 @@ THROUGHPUT = (
     "aiokafka_getmany",
     "naive_scorer_per_event",
     "naive_get_set_per_event",
+    "scorer_without_faust",
     "two_workers",
 )
 
@@ -46,6 +47,7 @@ def test_smoke_run_reports_every_section(tmp_path: Path) -> None:
 
     results = json.loads(out.read_text())
     assert results["errors"] == []
+    assert results["complete"] is True
     meta = results["meta"]
     assert meta["nproc"] > 0 and meta["memory_gib"] > 0
     for key in ("date", "git_commit", "python", "command"):
