@@ -51,8 +51,9 @@ def own_seconds(pids: Sequence[int]) -> float:
     return t.user + t.system + t.children_user + t.children_system + live
 
 
-def service_pids(endpoints: Endpoints) -> dict[str, int]:
-    """Pids of the embedded broker and Redis serving ``endpoints`` (found by their ports)."""
+def service_pids(endpoints: Endpoints, kafka_dir: Path | None = None) -> dict[str, int]:
+    """Pids of the broker and Redis serving ``endpoints``: the embedded pair found by their
+    ports, or an Apache Kafka started in ``kafka_dir`` and a redis-server."""
     kafka_port = endpoints.kafka_bootstrap.rpartition(":")[2]
     redis_port = endpoints.redis_url.rpartition(":")[2].split("/")[0]
     found: dict[str, int] = {}
@@ -68,6 +69,10 @@ def service_pids(endpoints: Endpoints) -> dict[str, int]:
             found["tansu"] = int(entry.name)
         elif "valkey" in joined and re.search(rf"[: ]{redis_port}\b", joined):
             found["valkey"] = int(entry.name)
+        elif kafka_dir is not None and f"kafka.Kafka {kafka_dir}/" in joined:
+            found["kafka"] = int(entry.name)
+        elif "redis-server" in joined and re.search(rf"[: ]{redis_port}\b", joined):
+            found["redis"] = int(entry.name)
     return found
 
 

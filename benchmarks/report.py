@@ -94,6 +94,15 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
             "full_vs_naive_scorer_per_event": ("full_scorer", "naive_scorer_per_event"),
             "full_vs_naive_get_set_per_event": ("full_scorer", "naive_get_set_per_event"),
             "two_workers_vs_one": ("two_workers", "full_scorer"),
+            "uvloop_full_vs_faust_noack_take_ack_uvloop": (
+                "full_scorer_uvloop",
+                "faust_noack_take_ack_uvloop",
+            ),
+            "uvloop_vs_asyncio_full_scorer": ("full_scorer_uvloop", "full_scorer"),
+            "uvloop_vs_asyncio_faust_noack_take_ack": (
+                "faust_noack_take_ack_uvloop",
+                "faust_noack_take_ack",
+            ),
             "scorer_without_faust_vs_naive_scorer_per_event": (
                 "scorer_without_faust",
                 "naive_scorer_per_event",
@@ -182,7 +191,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- command: `{m['command']}`",
         f"- machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
         f"Python {m['python']}, {m['platform']}",
-        f"- services: {m.get('broker', '?')}, {m.get('redis', '?')} (embedded)",
+        f"- services: {m.get('broker', '?')}, {m.get('redis', '?')}",
         f"- repeats: {plan['repeats']}; figures are median (min-max)",
         f"- workload: {results['workload']['events']:,} events of "
         f"{results['workload']['customers_with_events']:,} active customers "
@@ -215,6 +224,8 @@ def markdown(results: dict[str, Any]) -> str:
             "naive_get_set_per_event": "naive: GET + apply_event + SET per event",
             "scorer_without_faust": "Scorer.process in batches of 1,000, in-process, no Kafka",
             "two_workers": "full scorer, 2 workers",
+            "full_scorer_uvloop": "full scorer, 1 worker, on uvloop",
+            "faust_noack_take_ack_uvloop": "Faust ceiling: noack_take + ack, on uvloop",
         }
         for key, label in labels.items():
             if key not in t:

@@ -37,6 +37,7 @@ import orjson
 
 from benchmarks import report, sections, workload
 from benchmarks.procs import REPO, Procs, machine_busy_seconds, own_seconds, service_pids
+from benchmarks.real_services import apache_services, kafka_version
 from scoring.config import load_config
 from streams.services import embedded_services
 from streams.store import connect_redis
@@ -81,6 +82,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="override the number of repeats")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    parser.add_argument(
+        "--services",
+        choices=("embedded", "apache"),
+        default="embedded",
+        help="embedded Tansu + Valkey (default), or Apache Kafka 4 + redis-server "
+        "(needs Java 17+, Maven, redis-server)",
+    )
     return parser.parse_args(argv)
 
 
@@ -168,11 +176,15 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
     results["errors"] = errors
     results["section_seconds"] = durations
     token = f"b{uuid.uuid4().hex[:6]}"
-    with (
-        embedded_services(run_dir / "services") as endpoints,
-        Procs(run_dir / "logs", wait_on_stop=not plan.smoke) as procs,
-    ):
-        results["meta"]["broker"] = _broker_version()
+    services = (
+        apache_services(run_dir / "services")
+        if args.services == "apache"
+        else embedded_services(run_dir / "services")
+    )
+    with services as endpoints, Procs(run_dir / "logs", wait_on_stop=not plan.smoke) as procs:
+        results["meta"]["broker"] = (
+            kafka_version() if args.services == "apache" else _broker_version()
+        )
         results["meta"]["redis"] = asyncio.run(_redis_version(endpoints.redis_url))
         ctx = sections.Context(
             plan=plan,
@@ -180,7 +192,7 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
             procs=procs,
             run_dir=run_dir,
             token=token,
-            service_pids=service_pids(endpoints),
+            service_pids=service_pids(endpoints, run_dir / "services" / "kafka"),
             events=events,
             templates=templates,
             templates_path=templates_path,

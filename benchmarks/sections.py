@@ -50,6 +50,8 @@ class Plan:
     latency: tuple[tuple[int, float], ...]  # (events/s, seconds)
     latency_warmup: int
     latency_variants: tuple[str, ...]
+    # Also the full scorer and the Faust ceiling on uvloop's event loop (an experiment).
+    uvloop: bool
     memory_customers: tuple[int, ...]
     sweep_customers: int
     template_customers: int
@@ -67,7 +69,12 @@ class Plan:
             naive_events=10_000,
             latency=((1_000, 10.0), (5_000, 6.0)),
             latency_warmup=300,
-            latency_variants=("default", "fetch_wait_10ms", "fetch_wait_10ms_within_5ms"),
+            latency_variants=(
+                "default",
+                "within_50ms",
+                "fetch_wait_10ms",
+            ),
+            uvloop=True,
             memory_customers=(100_000, 1_000_000),
             sweep_customers=100_000,
             template_customers=1_000,
@@ -87,6 +94,7 @@ class Plan:
             latency=((200, 3.0),),
             latency_warmup=50,
             latency_variants=("default",),
+            uvloop=False,
             memory_customers=(2_000,),
             sweep_customers=2_000,
             template_customers=100,
@@ -161,9 +169,18 @@ def throughput(ctx: Context, rep: int) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     out["full_scorer"] = scorer_run(ctx, f"{inputs}-one", inputs, 1, expected)
     out["full_scorer"]["publish_events_per_s"] = round(expected / publish_s, 1)
-    for mode, key in (("noack_take", "faust_noack_take_ack"), ("take", "faust_take")):
-        env = ctx.env(f"{inputs}-{mode.replace('_', '')}", inputs, inputs)
-        spec = {"task": "faust", "mode": mode, "expected": expected}
+    ceilings = [
+        ("noack_take", "faust_noack_take_ack", "asyncio"),
+        ("take", "faust_take", "asyncio"),
+    ]
+    if ctx.plan.uvloop:
+        out["full_scorer_uvloop"] = scorer_run(
+            ctx, f"{inputs}-uv", inputs, 1, expected, "benchmarks.uvloop_worker worker"
+        )
+        ceilings.append(("noack_take", "faust_noack_take_ack_uvloop", "uvloop"))
+    for mode, key, loop in ceilings:
+        env = ctx.env(f"{inputs}-{key.replace('_', '')}", inputs, inputs)
+        spec = {"task": "faust", "mode": mode, "expected": expected, "loop": loop}
         out[key] = task_run(ctx, key, env, spec, timeout_s=120 + expected / 500)
     env = ctx.env(f"{inputs}-kafka", inputs, inputs)
     spec = {"task": "aiokafka", "expected": expected}
@@ -178,11 +195,18 @@ def throughput(ctx: Context, rep: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-def scorer_run(ctx: Context, name: str, inputs: str, workers: int, expected: int) -> dict[str, Any]:
+def scorer_run(
+    ctx: Context,
+    name: str,
+    inputs: str,
+    workers: int,
+    expected: int,
+    module: str = "streams.cli worker",
+) -> dict[str, Any]:
     """Start ``workers`` scorer workers on the published topics and time them from the
     first scored event to the last, from engagement_events_total on their /metrics."""
     env = ctx.env(name, inputs, f"{inputs}.{name.rpartition('-')[2]}")
-    procs = [ctx.procs.worker(f"{name}{i}", env) for i in range(workers)]
+    procs = [ctx.procs.worker(f"{name}{i}", env, module) for i in range(workers)]
     try:
         return _measure_scorer(ctx, procs, expected)
     finally:
@@ -415,11 +439,8 @@ async def _latency_phase(
 # others show where its latency goes (see benchmarks/patched_worker.py).
 LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "default": ("streams.cli worker", {}),
+    "within_50ms": ("streams.cli worker", {"ENGAGEMENT_BATCH_WITHIN_S": "0.05"}),
     "fetch_wait_10ms": ("benchmarks.patched_worker", {"BENCH_FETCH_MAX_WAIT_MS": "10"}),
-    "fetch_wait_10ms_within_5ms": (
-        "benchmarks.patched_worker",
-        {"BENCH_FETCH_MAX_WAIT_MS": "10", "ENGAGEMENT_BATCH_WITHIN_S": "0.005"},
-    ),
 }
 
 

@@ -86,6 +86,10 @@ def run_faust(spec: dict[str, Any]) -> None:
     from streams.settings import load_settings
 
     settings = load_settings()
+    if spec.get("loop") == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
     # Capture the arguments create_app gives Faust, so the ceiling runs the same app.
     with mock.patch.object(faust, "App") as fake:

@@ -4,6 +4,7 @@ scoring.engine) for the memory and sweep measurements."""
 
 from __future__ import annotations
 
+import base64
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -67,11 +68,13 @@ def customer_states(customers: int, days: float, seed: int, config: ScoringConfi
 
 
 def write_templates(path: Path, blobs: Iterable[bytes]) -> None:
-    path.write_bytes(b"\n".join(blobs))  # orjson output never contains a newline
+    # States are binary (scoring.codec) and may contain newlines: one base64 line each.
+    path.write_bytes(b"\n".join(base64.b64encode(b) for b in blobs))
 
 
 def read_templates(path: Path) -> list[CustomerState]:
-    return [CustomerState.from_bytes(line) for line in path.read_bytes().splitlines() if line]
+    lines = path.read_bytes().splitlines()
+    return [CustomerState.from_bytes(base64.b64decode(line)) for line in lines if line]
 
 
 def customer_id(n: int) -> str:

@@ -8,6 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]
+Tier = Literal["champion", "loyal", "promising", "at_risk", "hibernating", "lost"]
 
 
 class Reason(BaseModel):
@@ -42,6 +43,11 @@ class ChurnRiskAlert(BaseModel):
     trigger: Trigger
     occurred_at: AwareDatetime
     emitted_at: AwareDatetime
+    # Added later: absent from older alerts. p_alive is null before a BG/NBD fit or a
+    # customer's second purchase day.
+    p_alive: Unit | None = None
+    tier: Tier | None = None
+    clv: Annotated[float, Field(ge=0.0)] | None = None
 
 
 class CustomerSnapshot(BaseModel):
@@ -49,6 +55,9 @@ class CustomerSnapshot(BaseModel):
 
     engagement_score: Percent
     churn_risk: Unit
+    p_alive: Unit | None = None
+    tier: Tier | None = None
+    clv: Annotated[float, Field(ge=0.0)] | None = None
 
 
 InterventionKind = Literal[

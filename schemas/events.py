@@ -51,6 +51,8 @@ class PurchaseEvent(_Event):
     amount: Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     items: list[PurchaseItem] = Field(default_factory=list)
+    # The session the order was placed in, when the shop knows it (conversion rate).
+    session_id: str | None = None
 
 
 class FeedbackEvent(_Event):

@@ -8,7 +8,8 @@ included, is always the same.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from schemas.alerts import (
@@ -21,18 +22,17 @@ from schemas.alerts import (
 )
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.config import ScoringConfig, Severity
+from scoring.features import fold
 from scoring.scores import (
-    ACTIVITY_LONG,
-    ACTIVITY_SHORT,
-    BAD_EXPERIENCES,
-    ENGAGEMENT,
     LEVEL_NAMES,
+    alive_probability,
     churn_risk,
+    churn_value,
     engagement_score,
-    half_lives,
 )
 from scoring.state import DAY_S, CustomerState, event_digest
 from scoring.thresholds import decide_churn, earliest_check_at, next_check_at, threshold_of
+from scoring.value import customer_clv, moved_up, tier_of, tier_reasons
 
 Alert = ChurnRiskAlert | InterventionAlert
 
@@ -58,15 +58,23 @@ def evaluate_due(
 ) -> Outcome:
     """Run every inactivity check that fell due up to ``now``, each at its own due time."""
     alerts: list[Alert] = []
+    checked = None
     while (due := state.next_check_at) is not None and due <= now:
         if not state.check_exact:
             state = settle(state, config)  # the cheap bound was reached: find the real time
             continue
         state, alert = _evaluate_churn(
-            state, due, Trigger(source="inactivity", event_id=None), due, emitted_at, config
+            state, due, Trigger(source="inactivity", event_id=None), due, emitted_at, config, True
         )
+        checked = due
         if alert is not None:
             alerts.append(alert)
+    if checked is not None and state.recent_events:
+        # A silent customer's duplicate window has passed: keep the stored state small.
+        horizon = checked - config.dedup.window_s
+        recent = {d: seen for d, seen in state.recent_events.items() if seen >= horizon}
+        if len(recent) != len(state.recent_events):
+            state = state.evolve(recent_events=recent)
     return Outcome(state=state, alerts=tuple(alerts))
 
 
@@ -75,7 +83,7 @@ def settle(state: CustomerState, config: ScoringConfig) -> CustomerState:
     if state.check_exact:
         return state
     exact = next_check_at(state, state.evaluated_at, config)
-    return replace(state, next_check_at=exact, check_exact=True)
+    return state.evolve(next_check_at=exact, check_exact=True)
 
 
 def apply_event(
@@ -108,15 +116,19 @@ def apply_event(
     recent = {d: seen for d, seen in state.recent_events.items() if seen >= horizon}
     if digest in recent:
         return Outcome(
-            state=replace(state, recent_events=recent), alerts=tuple(alerts), duplicate=True
+            state=state.evolve(recent_events=recent), alerts=tuple(alerts), duplicate=True
         )
-    recent[digest] = now
+    # Whole seconds: exact in the compact encoding, and a second is nothing to the window.
+    recent[digest] = float(math.floor(now))
 
-    state = _fold(state, event, t_event, recent, config)
+    tier_before = state.tier
+    state = fold(state, event, t_event, recent, config)
     # A late event is judged at the customer's latest known time, not back in the past.
     at = max(now, state.last_seen)
+    purchase = isinstance(event, PurchaseEvent) and event.type == "order"
+    trigger = Trigger(source="event", event_id=event.event_id)
     state, churn_alert = _evaluate_churn(
-        state, at, Trigger(source="event", event_id=event.event_id), t_event, emitted_at, config
+        state, at, trigger, t_event, emitted_at, config, purchase or not tier_before
     )
     if churn_alert is not None:
         alerts.append(churn_alert)
@@ -125,39 +137,11 @@ def apply_event(
     state, intervention = _intervene(state, event, max(now, t_event), emitted_at, config)
     if intervention is not None:
         alerts.append(intervention)
+    if state.tier == "champion" and moved_up(tier_before, state.tier):
+        state, milestone = _milestone(state, event, tier_before, at, emitted_at, config)
+        if milestone is not None:
+            alerts.append(milestone)
     return Outcome(state=state, alerts=tuple(alerts))
-
-
-def _fold(
-    state: CustomerState,
-    event: InputEvent,
-    t_event: float,
-    recent: dict[str, float],
-    config: ScoringConfig,
-) -> CustomerState:
-    weight = config.engagement.weight(event.type)
-    weights = {ENGAGEMENT: weight, ACTIVITY_SHORT: weight, ACTIVITY_LONG: weight}
-    counts = {"events": 1}
-    if isinstance(event, ClickstreamEvent) and event.type in config.bad_experiences:
-        weights[BAD_EXPERIENCES] = 1.0
-        counts["bad_experiences"] = 1
-    elif isinstance(event, PurchaseEvent):
-        counts["orders" if event.type == "order" else event.type + "s"] = 1
-    elif isinstance(event, FeedbackEvent):
-        counts["feedback"] = 1
-    landmark, decayed = state.contributed(weights, t_event, half_lives(config))
-    totals = dict(state.counts)
-    for name, inc in counts.items():
-        totals[name] = totals.get(name, 0) + inc
-    return replace(
-        state,
-        landmark=landmark,
-        decayed=decayed,
-        counts=totals,
-        recent_events=recent,
-        first_seen=min(state.first_seen, t_event),
-        last_seen=max(state.last_seen, t_event),
-    )
 
 
 def _evaluate_churn(
@@ -167,12 +151,16 @@ def _evaluate_churn(
     occurred_at: float,
     emitted_at: float,
     config: ScoringConfig,
+    revalue: bool = False,
 ) -> tuple[CustomerState, ChurnRiskAlert | None]:
+    """Churn risk, level and schedule, and the tier, at ``at``; CLV too when ``revalue``
+    (purchases and inactivity checks: hyp2f1 is too dear for every click). One copy of
+    the state; the reasons are only built for an alert."""
     thresholds = config.churn.thresholds
-    assessment = churn_risk(state, at, config)
+    risk = churn_value(state, at, config)
     decision = decide_churn(
         state.churn_level,
-        assessment.churn_risk,
+        risk,
         state.last_alert_at.get("churn_risk"),
         at,
         thresholds,
@@ -180,9 +168,12 @@ def _evaluate_churn(
     alert = None
     last_alert_at = state.last_alert_at
     churn_alerts = state.churn_alerts
+    tier = tier_of(state, at, config)
+    clv = customer_clv(state, at, config)[0] if revalue else state.clv
     if decision.alert_level is not None:
         churn_alerts += 1
         last_alert_at = {**last_alert_at, "churn_risk": at}
+        assessment = churn_risk(state, at, config)
         alert = ChurnRiskAlert(
             alert_id=alert_id(state.customer_id, "churn_risk", str(churn_alerts)),
             customer_id=state.customer_id,
@@ -195,18 +186,72 @@ def _evaluate_churn(
             trigger=trigger,
             occurred_at=_dt(occurred_at),
             emitted_at=_dt(emitted_at),
+            p_alive=assessment.p_alive,
+            tier=tier,
+            clv=clv,
         )
-    state = replace(
-        state,
-        churn_risk=assessment.churn_risk,
+    # Only a lower bound here (closed form); ``settle`` finds the exact time when needed.
+    check = earliest_check_at(
+        state, at, config, decision.armed_level, last_alert_at.get("churn_risk")
+    )
+    state = state.evolve(
+        churn_risk=risk,
         churn_level=decision.armed_level,
         churn_alerts=churn_alerts,
         last_alert_at=last_alert_at,
         evaluated_at=at,
+        tier=tier,
+        clv=clv,
+        next_check_at=check,
+        check_exact=check is None,
     )
-    # Only a lower bound here (closed form); ``settle`` finds the exact time when needed.
-    check = earliest_check_at(state, at, config)
-    return replace(state, next_check_at=check, check_exact=check is None), alert
+    return state, alert
+
+
+def _snapshot(state: CustomerState, at: float, config: ScoringConfig) -> CustomerSnapshot:
+    return CustomerSnapshot(
+        engagement_score=engagement_score(state, at, config),
+        churn_risk=state.churn_risk,
+        p_alive=alive_probability(state, at, config),
+        tier=state.tier or None,
+        clv=state.clv,
+    )
+
+
+def _milestone(
+    state: CustomerState,
+    event: InputEvent,
+    tier_before: str,
+    at: float,
+    emitted_at: float,
+    config: ScoringConfig,
+) -> tuple[CustomerState, InterventionAlert | None]:
+    """A customer moving up into champion: a moment to reward (kind loyalty_milestone)."""
+    kind: InterventionKind = "loyalty_milestone"
+    last = state.last_alert_at.get(kind)
+    if last is not None and at - last < config.interventions.cooldown_s(kind):
+        return state, None
+    reasons = [
+        Reason(
+            factor="tier",
+            detail=f"moved up from {tier_before} to {state.tier}",
+            contribution=1.0,
+        ),
+        *tier_reasons(state, at),
+    ]
+    alert = InterventionAlert(
+        alert_id=alert_id(state.customer_id, kind, event.event_id),
+        customer_id=state.customer_id,
+        kind=kind,
+        severity="low",
+        recommended_action=config.interventions.action(kind),
+        trigger_event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        emitted_at=_dt(emitted_at),
+        customer=_snapshot(state, at, config),
+        reasons=reasons,
+    )
+    return state.evolve(last_alert_at={**state.last_alert_at, kind: at}), alert
 
 
 def _trigger(
@@ -263,12 +308,10 @@ def _intervene(
         trigger_event_id=event.event_id,
         occurred_at=event.occurred_at,
         emitted_at=_dt(emitted_at),
-        customer=CustomerSnapshot(
-            engagement_score=engagement_score(state, at, config), churn_risk=state.churn_risk
-        ),
+        customer=_snapshot(state, at, config),
         reasons=[Reason(factor=kind, detail=detail, contribution=1.0)],
     )
-    return replace(state, last_alert_at={**state.last_alert_at, kind: at}), alert
+    return state.evolve(last_alert_at={**state.last_alert_at, kind: at}), alert
 
 
 __all__ = [

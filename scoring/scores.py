@@ -11,31 +11,17 @@ from dataclasses import dataclass
 
 from schemas.alerts import Reason
 from scoring.config import ScoringConfig
+from scoring.engagement import engagement, engagement_score
+from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
+from scoring.model import BgNbdParams, p_alive
 from scoring.state import DAY_S, CustomerState
-
-# Decayed features and the config entry giving each one's half-life.
-ENGAGEMENT = "eng"
-ACTIVITY_SHORT = "short"
-ACTIVITY_LONG = "long"
-BAD_EXPERIENCES = "bad"
 
 LEVEL_NAMES = {1: "elevated", 2: "high"}
 
 
 def half_lives(config: ScoringConfig) -> Mapping[str, float]:
     """Half-life in seconds of every decayed feature."""
-    return {
-        ENGAGEMENT: config.engagement.half_life_days * DAY_S,
-        ACTIVITY_SHORT: config.momentum.short_half_life_days * DAY_S,
-        ACTIVITY_LONG: config.momentum.long_half_life_days * DAY_S,
-        BAD_EXPERIENCES: config.churn.bad_experience_half_life_days * DAY_S,
-    }
-
-
-def engagement_score(state: CustomerState, at: float, config: ScoringConfig) -> float:
-    """0..100: decayed weighted activity, saturating so no burst can exceed 100."""
-    activity = state.value(ENGAGEMENT, config.engagement.half_life_days * DAY_S, at)
-    return 100.0 * (1.0 - math.exp(-activity / config.engagement.saturation))
+    return config.half_lives_s
 
 
 def momentum(state: CustomerState, at: float, config: ScoringConfig) -> float:
@@ -44,8 +30,9 @@ def momentum(state: CustomerState, at: float, config: ScoringConfig) -> float:
     Negative means the customer is sliding from their own usual level, whatever it is.
     """
     m = config.momentum
-    short = state.value(ACTIVITY_SHORT, m.short_half_life_days * DAY_S, at)
-    long = state.value(ACTIVITY_LONG, m.long_half_life_days * DAY_S, at)
+    h = config.half_lives_s
+    short = state.value(ACTIVITY_SHORT, h[ACTIVITY_SHORT], at)
+    long = state.value(ACTIVITY_LONG, h[ACTIVITY_LONG], at)
     if long <= 0.0:
         return 0.0
     # A decayed sum with half-life h estimates rate * h / ln 2, so compare rates.
@@ -54,9 +41,42 @@ def momentum(state: CustomerState, at: float, config: ScoringConfig) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class AliveInputs:
+    """BG/NBD's view of a customer: x repeat purchase days, t_x and T in model periods,
+    measured from the start of the first purchase day (UTC)."""
+
+    params: BgNbdParams
+    x: int
+    t_x: float
+    T: float
+    first_purchase_at: float
+
+
+def alive_inputs(state: CustomerState, at: float, config: ScoringConfig) -> AliveInputs | None:
+    """None before a fit, or before the customer's second purchase day (BG/NBD says 1.0
+    for them, which says nothing: the recency of activity speaks instead)."""
+    params = config.model.bgnbd
+    x = state.purchase_days - 1
+    if params is None or x <= 0 or state.first_purchase_day < 0:
+        return None
+    unit = params.time_unit_days * DAY_S
+    first = state.first_purchase_day * DAY_S
+    t_x = (state.last_purchase_day - state.first_purchase_day) * DAY_S / unit
+    return AliveInputs(params, x, t_x, max(t_x, (at - first) / unit), first)
+
+
+def alive_probability(state: CustomerState, at: float, config: ScoringConfig) -> float | None:
+    inputs = alive_inputs(state, at, config)
+    if inputs is None:
+        return None
+    return p_alive(inputs.params, inputs.x, inputs.t_x, inputs.T)
+
+
+@dataclass(frozen=True, slots=True)
 class ChurnAssessment:
     churn_risk: float
     recency: float
+    p_alive: float | None
     falling_momentum: float
     bad_experiences: float
     reasons: tuple[Reason, ...]
@@ -67,31 +87,56 @@ def _recency(state: CustomerState, at: float, config: ScoringConfig) -> float:
     return 1.0 - math.pow(2.0, -silent_days / config.churn.recency_half_life_days)
 
 
-def _bad_experiences(state: CustomerState, at: float, config: ScoringConfig) -> float:
+def open_tickets(state: CustomerState) -> int:
+    return max(0, state.count("tickets_opened") - state.count("tickets_resolved"))
+
+
+def bad_experience_term(state: CustomerState, at: float, config: ScoringConfig) -> float:
+    """0..1: recent bad experiences (decayed) and unresolved support tickets (not)."""
     c = config.churn
-    decayed = state.value(BAD_EXPERIENCES, c.bad_experience_half_life_days * DAY_S, at)
-    return 1.0 - math.exp(-decayed / c.bad_experience_saturation)
+    decayed = state.value(BAD_EXPERIENCES, config.half_lives_s[BAD_EXPERIENCES], at)
+    load = decayed + c.open_ticket_weight * open_tickets(state)
+    return 1.0 - math.exp(-load / c.bad_experience_saturation)
+
+
+def recency_weight(config: ScoringConfig, alive: float | None) -> float:
+    """The recency term's weight: it takes the p_alive weight when p_alive is unknown."""
+    c = config.churn
+    return c.recency_weight + (c.alive_weight if alive is None else 0.0)
 
 
 def rising_terms(state: CustomerState, at: float, config: ScoringConfig) -> float:
     """The part of churn_risk that only grows while a customer is silent."""
     c = config.churn
-    return c.recency_weight * _recency(state, at, config) + c.momentum_weight * max(
-        0.0, -momentum(state, at, config)
+    alive = alive_probability(state, at, config)
+    dormant = 0.0 if alive is None else c.alive_weight * (1.0 - alive)
+    return (
+        recency_weight(config, alive) * _recency(state, at, config)
+        + dormant
+        + c.momentum_weight * max(0.0, -momentum(state, at, config))
     )
+
+
+def churn_value(state: CustomerState, at: float, config: ScoringConfig) -> float:
+    """churn_risk alone, without building its reasons (the per-event path)."""
+    risk = rising_terms(state, at, config) + config.churn.bad_experience_weight * (
+        bad_experience_term(state, at, config)
+    )
+    return min(1.0, max(0.0, risk))
 
 
 def churn_risk(state: CustomerState, at: float, config: ScoringConfig) -> ChurnAssessment:
     c = config.churn
     recency = _recency(state, at, config)
+    alive = alive_probability(state, at, config)
     falling = max(0.0, -momentum(state, at, config))
-    bad = _bad_experiences(state, at, config)
+    bad = bad_experience_term(state, at, config)
     silent_days = max(0.0, at - state.last_seen) / DAY_S
-    reasons = (
+    reasons = [
         Reason(
             factor="recency",
             detail=f"no activity for {silent_days:.1f} days",
-            contribution=c.recency_weight * recency,
+            contribution=recency_weight(config, alive) * recency,
         ),
         Reason(
             factor="momentum",
@@ -100,15 +145,45 @@ def churn_risk(state: CustomerState, at: float, config: ScoringConfig) -> ChurnA
         ),
         Reason(
             factor="bad_experiences",
-            detail=f"recent bad experiences weigh {bad:.2f} of the maximum",
+            detail=f"recent bad experiences and {open_tickets(state)} open tickets weigh "
+            f"{bad:.2f} of the maximum",
             contribution=c.bad_experience_weight * bad,
         ),
-    )
+    ]
+    if alive is not None:
+        inputs = alive_inputs(state, at, config)
+        assert inputs is not None
+        since = (at - state.last_purchase_day * DAY_S) / DAY_S
+        reasons.append(
+            Reason(
+                factor="p_alive",
+                detail=f"probability still a customer {alive:.2f} (BG/NBD: {inputs.x} repeat "
+                f"purchase days, the last {since:.0f} days ago)",
+                contribution=c.alive_weight * (1.0 - alive),
+            )
+        )
     risk = sum(r.contribution for r in reasons)
     return ChurnAssessment(
         churn_risk=min(1.0, max(0.0, risk)),
         recency=recency,
+        p_alive=alive,
         falling_momentum=falling,
         bad_experiences=bad,
         reasons=tuple(sorted(reasons, key=lambda r: -r.contribution)),
     )
+
+
+__all__ = [
+    "LEVEL_NAMES",
+    "AliveInputs",
+    "ChurnAssessment",
+    "alive_inputs",
+    "alive_probability",
+    "churn_risk",
+    "churn_value",
+    "engagement",
+    "engagement_score",
+    "half_lives",
+    "momentum",
+    "rising_terms",
+]

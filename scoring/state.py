@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
-
-import orjson
 
 DAY_S = 86_400.0
 _REBASE_EXPONENT = 400.0
+# Linear counting over a 64-bit bitmap: n ~ -m ln(zeros / m); a full map reads as this.
+_BITMAP_BITS = 64
+_BITMAP_FULL = _BITMAP_BITS * math.log(_BITMAP_BITS)
+
+
+def bit_of(key: str) -> int:
+    """The bitmap bit of a product, game or category id (stable across processes)."""
+    return 1 << (hashlib.blake2b(key.encode(), digest_size=1).digest()[0] & 63)
+
+
+def distinct_estimate(bitmap: int) -> float:
+    """Linear-counting estimate of how many distinct ids set the bits of ``bitmap``."""
+    zeros = _BITMAP_BITS - bitmap.bit_count()
+    if zeros == 0:
+        return _BITMAP_FULL
+    return -_BITMAP_BITS * math.log(zeros / _BITMAP_BITS)
 
 
 def day_floor(t: float) -> float:
@@ -27,7 +41,8 @@ def day_floor(t: float) -> float:
 
 def event_digest(event_id: str) -> str:
     """A short digest of an event id for the per-customer duplicate filter."""
-    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+    # 48 bits: a collision among the few events of one customer's window is ~n^2 / 2^49.
+    return hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +66,39 @@ class CustomerState:
     # scoring.engine.settle), which for an active customer is rarely needed at all.
     check_exact: bool = True
     evaluated_at: float = 0.0
-    # event digest -> when it was applied (scorer clock), for the duplicate window.
+    # event digest -> when it was applied (scorer clock, whole seconds), for the duplicate
+    # window.
     recent_events: dict[str, float] = field(default_factory=dict)
+    # Purchases, for BG/NBD (x = purchase_days - 1, t_x, T) and Gamma-Gamma: UTC day
+    # numbers of the first and last purchase (-1: none yet), how many distinct days had
+    # one, bit (day % 64) of each such day (to tell a late day between the first and the
+    # last from one already counted), gross order amounts and those of the first day
+    # (the rest is the repeat purchases' spend). Min, max and sums: any order of the same
+    # orders gives the same values, the day count too unless two of its days 64k apart
+    # arrive out of order.
+    first_purchase_day: int = -1
+    last_purchase_day: int = -1
+    purchase_days: int = 0
+    purchase_day_bits: int = 0
+    spend: float = 0.0
+    first_day_spend: float = 0.0
+    # The session in progress: a 32-bit digest of its id (0: none), its start, its hits,
+    # and whether it already counted as a conversion.
+    session: int = 0
+    session_start: float = 0.0
+    session_hits: int = 0
+    session_converted: bool = False
+    last_nps: int = -1
+    # UTC day of the last play event (gaming "playing days"), -1: none.
+    last_play_day: int = -1
+    # 64-bit linear-counting bitmaps: products bought, products or games viewed or played,
+    # categories bought.
+    products_bought: int = 0
+    items_seen: int = 0
+    categories: int = 0
+    # RFM tier and CLV as of the last evaluation ("" until the first one).
+    tier: str = ""
+    clv: float = 0.0
 
     @classmethod
     def new(cls, customer_id: str, first_event_at: float) -> CustomerState:
@@ -70,8 +116,25 @@ class CustomerState:
             return 0.0
         return scaled * math.pow(2.0, -(at - self.landmark) / half_life_s)
 
+    def evolve(self, **changes: Any) -> CustomerState:
+        """A copy with ``changes``: ``dataclasses.replace`` without its per-call field
+        walk (the engine copies a state twice per event; this is 3-4x faster)."""
+        if not _FIELD_NAMES.issuperset(changes):
+            unknown = ", ".join(sorted(set(changes) - _FIELD_NAMES))
+            raise TypeError(f"CustomerState has no field(s) {unknown}")
+        return _evolve(self, changes)
+
     def count(self, name: str) -> int:
         return self.counts.get(name, 0)
+
+    @property
+    def repeat_spend(self) -> float:
+        """Spend on purchase days after the first (Gamma-Gamma's x * m_x)."""
+        return self.spend - self.first_day_spend
+
+    def distinct_products(self) -> int:
+        """How many distinct products the customer bought (a linear-counting estimate)."""
+        return round(distinct_estimate(self.products_bought))
 
     def contributed(
         self, weights: Mapping[str, float], at: float, half_lives: Mapping[str, float]
@@ -95,50 +158,58 @@ class CustomerState:
     ) -> CustomerState:
         """Add each weight at time ``at`` to its feature; ``half_lives`` covers every feature."""
         landmark, decayed = self.contributed(weights, at, half_lives)
-        return replace(self, landmark=landmark, decayed=decayed)
+        return self.evolve(landmark=landmark, decayed=decayed)
 
     def with_counts(self, **increments: int) -> CustomerState:
         counts = dict(self.counts)
         for name, inc in increments.items():
             counts[name] = counts.get(name, 0) + inc
-        return replace(self, counts=counts)
+        return self.evolve(counts=counts)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "c": self.customer_id,
-                "L": self.landmark,
-                "d": self.decayed,
-                "n": self.counts,
-                "f": self.first_seen,
-                "l": self.last_seen,
-                "r": self.churn_risk,
-                "v": self.churn_level,
-                "a": self.churn_alerts,
-                "t": self.last_alert_at,
-                "x": self.next_check_at,
-                "k": self.check_exact,
-                "e": self.evaluated_at,
-                "i": self.recent_events,
-            }
-        )
+        from scoring.codec import encode
+
+        return encode(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes | str) -> CustomerState:
-        d: dict[str, Any] = orjson.loads(raw)
-        return cls(
-            customer_id=d["c"],
-            landmark=d["L"],
-            decayed=d["d"],
-            counts=d["n"],
-            first_seen=d["f"],
-            last_seen=d["l"],
-            churn_risk=d["r"],
-            churn_level=d["v"],
-            churn_alerts=d["a"],
-            last_alert_at=d["t"],
-            next_check_at=d["x"],
-            check_exact=d.get("k", True),
-            evaluated_at=d["e"],
-            recent_events=d["i"],
-        )
+        from scoring.codec import decode
+
+        return decode(raw.encode("latin-1") if isinstance(raw, str) else raw)
+
+
+def _compile_evolve() -> Callable[[CustomerState, Mapping[str, Any]], CustomerState]:
+    # Straight-line code, one line per field, setting the slots directly (the frozen
+    # class refuses setattr, its slot descriptors do not): what dataclasses does for
+    # __init__, without the keyword-argument call.
+    names = [f.name for f in fields(CustomerState)]
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": CustomerState}
+    lines = ["def evolve(self, c):", "    new = _new(_cls)"]
+    for i, name in enumerate(names):
+        scope[f"_set{i}"] = getattr(CustomerState, name).__set__
+        lines.append(f"    _set{i}(new, c[{name!r}] if {name!r} in c else self.{name})")
+    lines.append("    return new")
+    exec("\n".join(lines), scope)
+    compiled: Callable[[CustomerState, Mapping[str, Any]], CustomerState] = scope["evolve"]
+    return compiled
+
+
+def _compile_build() -> Callable[..., CustomerState]:
+    names = [f.name for f in fields(CustomerState)]
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": CustomerState}
+    lines = [f"def build({', '.join(names)}):", "    new = _new(_cls)"]
+    for i, name in enumerate(names):
+        scope[f"_set{i}"] = getattr(CustomerState, name).__set__
+        lines.append(f"    _set{i}(new, {name})")
+    lines.append("    return new")
+    exec("\n".join(lines), scope)
+    compiled: Callable[..., CustomerState] = scope["build"]
+    return compiled
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(CustomerState))
+_evolve = _compile_evolve()
+# Every field, positionally in declaration order: the decoder's constructor (twice as
+# fast as the keyword __init__ of a frozen dataclass, which matters once per customer
+# read).
+build_state = _compile_build()

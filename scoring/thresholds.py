@@ -11,7 +11,12 @@ import math
 from dataclasses import dataclass
 
 from scoring.config import ChurnThresholds, ScoringConfig
-from scoring.scores import BAD_EXPERIENCES, rising_terms
+from scoring.scores import (
+    alive_inputs,
+    bad_experience_term,
+    recency_weight,
+    rising_terms,
+)
 from scoring.state import DAY_S, CustomerState
 
 _CHECK_RESOLUTION_S = 60.0
@@ -56,40 +61,72 @@ def decide_churn(
     return ChurnDecision(armed_level=level, alert_level=None)
 
 
-def earliest_check_at(state: CustomerState, at: float, config: ScoringConfig) -> float | None:
+def earliest_check_at(
+    state: CustomerState,
+    at: float,
+    config: ScoringConfig,
+    level: int | None = None,
+    last_churn_alert: float | None = None,
+) -> float | None:
     """A lower bound of ``next_check_at``, in closed form: cheap enough for every event.
 
     Falling momentum adds at most its weight, so the risk cannot reach the next level
-    before the recency term alone makes up the rest; for an active customer that is days
-    away, and the exact bisection is only needed if an event or the sweeper gets there.
+    before the terms that grow in silence -- recency, and 1 - p_alive once BG/NBD applies
+    -- make up the rest. Those two weigh w_r + w_a together: they cannot reach a share f
+    of that before one of them alone reaches f, so the earlier of the two times at which
+    each alone does is a lower bound. For an active customer it is days away, and the
+    exact bisection is only needed if an event or the sweeper gets there.
     """
     t = config.churn.thresholds
-    if state.churn_level >= 2:
+    # ``level`` and ``last_churn_alert`` stand for the state's own when it is about to get
+    # them, so the caller can copy the state once.
+    if level is None:
+        level, last_churn_alert = state.churn_level, state.last_alert_at.get("churn_risk")
+    if level >= 2:
         return None
     c = config.churn
     earliest = at + _CHECK_RESOLUTION_S
-    cooldown_end = state.last_alert_at.get("churn_risk")
-    if cooldown_end is not None and state.churn_level == 0:
-        earliest = max(earliest, cooldown_end + t.cooldown_days * DAY_S)
+    if last_churn_alert is not None and level == 0:
+        earliest = max(earliest, last_churn_alert + t.cooldown_days * DAY_S)
     latest = at + t.max_check_interval_days * DAY_S
     needed = (
-        threshold_of(state.churn_level + 1, t) - c.momentum_weight - _bad_term(state, at, config)
+        threshold_of(level + 1, t)
+        - c.momentum_weight
+        - c.bad_experience_weight * bad_experience_term(state, at, config)
     )
-    if needed <= 0.0 or c.recency_weight <= 0.0:
+    inputs = alive_inputs(state, at, config)
+    w_recency = recency_weight(config, None if inputs is None else 1.0)
+    w_alive = 0.0 if inputs is None else c.alive_weight
+    if needed <= 0.0:
         return min(earliest, latest)
-    share = needed / c.recency_weight
+    if w_recency + w_alive <= 0.0:
+        return max(earliest, latest) if earliest >= latest else latest
+    share = needed / (w_recency + w_alive)
     if share >= 1.0:
         return max(earliest, latest) if earliest >= latest else latest
-    # 1 - 2**(-silence / h) >= share  <=>  silence >= -h * log2(1 - share); silence counts
-    # from the last event, which is never after ``at``.
-    silence = -c.recency_half_life_days * DAY_S * math.log2(1.0 - share)
-    return min(max(earliest, state.last_seen + silence), max(earliest, latest))
+    crossing = math.inf
+    if w_recency > 0.0:
+        # 1 - 2**(-silence / h) >= share  <=>  silence >= -h * log2(1 - share); silence
+        # counts from the last event, which is never after ``at``.
+        silence = -c.recency_half_life_days * DAY_S * math.log2(1.0 - share)
+        crossing = state.last_seen + silence
+    if inputs is not None and w_alive > 0.0:
+        # 1 - p_alive >= share  <=>  dropout odds >= share / (1 - share), and the odds are
+        # a/(b+x-1) * ((alpha+T)/(alpha+t_x))**(r+x): solve for T.
+        p = inputs.params
+        log_ratio = (
+            math.log(share / (1.0 - share)) - math.log(p.a) + math.log(p.b + inputs.x - 1)
+        ) / (p.r + inputs.x)
+        big_t = (p.alpha + inputs.t_x) * math.exp(min(log_ratio, 700.0)) - p.alpha
+        unit = p.time_unit_days * DAY_S
+        crossing = min(crossing, inputs.first_purchase_at + max(big_t, inputs.t_x) * unit)
+    if crossing == math.inf:
+        return max(earliest, latest) if earliest >= latest else latest
+    return min(max(earliest, crossing), max(earliest, latest))
 
 
 def _bad_term(state: CustomerState, at: float, config: ScoringConfig) -> float:
-    c = config.churn
-    decayed = state.value(BAD_EXPERIENCES, c.bad_experience_half_life_days * DAY_S, at)
-    return c.bad_experience_weight * (1.0 - math.exp(-decayed / c.bad_experience_saturation))
+    return config.churn.bad_experience_weight * bad_experience_term(state, at, config)
 
 
 def next_check_at(state: CustomerState, at: float, config: ScoringConfig) -> float | None:

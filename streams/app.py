@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from scoring.config import ScoringConfig
 from streams import metrics
+from streams.acks import InOrderAcks
 from streams.intake import Decoder, Record
+from streams.positions import (
+    EXIT_STATE_LOST,
+    GuardedStore,
+    Positions,
+    StateLost,
+    done_frontier,
+    install_repositioning,
+)
 from streams.processor import AlertTopics, BatchOutcome, Scorer
 from streams.publisher import Publisher
 from streams.settings import Settings
-from streams.store import OutboxEntry, StateStore, connect_redis
+from streams.store import OutboxEntry, connect_redis
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,14 +41,17 @@ class Runtime:
     settings: Settings
     app: Any  # faust.App: untyped library
     redis: Any  # redis.asyncio.Redis or RedisCluster
-    store: StateStore
+    store: GuardedStore
     scorer: Scorer
     publisher: Publisher
+    positions: Positions
     # Outbox entries seen by the previous relay pass, per shard.
     outbox_seen: dict[int, set[str]] = field(default_factory=dict)
-    # The agent's stream and its unacknowledged events by (topic, partition, offset).
+    # The agent's stream and its unacknowledged events, acknowledged in offset order.
     stream: Any = None
-    inflight: dict[tuple[str, int, int], Any] = field(default_factory=dict)
+    acks: InOrderAcks = field(default_factory=InOrderAcks)
+    # Highest dead-lettered or rerouted offset per partition not yet recorded in Redis.
+    delivered: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def owned_shards(self) -> list[int]:
         """Shards are the partitions of the input topics this worker is assigned."""
@@ -55,10 +69,33 @@ class Runtime:
         consumer never commits past a record whose effects are not all delivered."""
         await self.publisher.publish(dead_letters=outcome.dead_letters, reroutes=outcome.reroutes)
         await self.deliver_alerts(outcome.alerts)
-        for record in outcome.done:
-            event = self.inflight.pop((record.topic, record.partition, record.offset), None)
-            if event is not None:
-                await self.stream.ack(event)
+        for event in self.acks.finish(outcome.done):
+            await self.stream.ack(event)
+        await self.record_delivered(outcome)
+
+    async def record_delivered(self, outcome: BatchOutcome) -> None:
+        """Dead letters and reroutes leave no applied offset in Redis; record how far their
+        partitions are finished, or a restart after a Redis loss would re-read them from
+        their last scored record (see streams/positions.py). A partition whose records
+        below them are still waiting is recorded as far as it can be, and again later."""
+        for r in [d.record for d in outcome.dead_letters] + [r.record for r in outcome.reroutes]:
+            tp = (r.topic, r.partition)
+            self.delivered[tp] = max(self.delivered.get(tp, -1), r.offset)
+        if self.delivered:
+            frontier = done_frontier(self.delivered, self.acks.events)
+            # What this worker committed before the write is sent (see GuardedStore.read).
+            committed = {k: dict(v) for k, v in self.store.committed_here.items()}
+            await self.scorer.retrying(lambda: self.positions.record_done(frontier, committed))
+            for tp, offset in frontier.items():
+                # Another batch may have finished meanwhile and moved this on.
+                if self.delivered.get(tp) == offset:
+                    del self.delivered[tp]
+
+    async def finish_batch(self, records: Sequence[Record]) -> None:
+        await self.finish(await self.scorer.process(records))
+
+    async def finish_release(self) -> None:
+        await self.finish(await self.scorer.release())
 
     async def deliver_alerts(self, entries: Sequence[OutboxEntry]) -> None:
         if entries:
@@ -94,7 +131,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         cluster=settings.redis_cluster,
         timeout_s=settings.redis_timeout_s,
     )
-    store = StateStore(client, settings.namespace)
+    store = GuardedStore(client, settings.namespace)
     decoder = Decoder(*settings.input_topics, rerouted=settings.topic_rerouted)
     scorer = Scorer(
         store,
@@ -115,7 +152,8 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         idempotence=settings.producer_idempotence,
         retry_max_s=settings.redis_retry_max_s,
     )
-    rt = Runtime(settings, app, client, store, scorer, publisher)
+    positions = Positions(store, settings.partitions)
+    rt = Runtime(settings, app, client, store, scorer, publisher, positions)
 
     def highwater(topic: str, partition: int) -> int | None:
         # Unknown (not fetched yet, or not assigned) counts as "records left to read": the
@@ -140,10 +178,18 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         revoked: set[Any] = args[0]
         scorer.buffer.forget((tp.topic, tp.partition) for tp in revoked)
         for tp in revoked:
-            for key in [k for k in rt.inflight if k[:2] == (tp.topic, tp.partition)]:
-                del rt.inflight[key]
+            rt.acks.forget((tp.topic, tp.partition))
+            rt.delivered.pop((tp.topic, tp.partition), None)
 
     app.on_partitions_revoked.connect(forget_revoked)
+
+    input_names = {*settings.input_topics, settings.topic_rerouted}
+
+    async def reposition_from_redis(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        # Sent before Faust's recovery seeks to the committed offsets: hook into that seek.
+        install_repositioning(app.consumer, positions, input_names, scorer.retrying)
+
+    app.on_partitions_assigned.connect(reposition_from_redis)
 
     inputs = app.topic(
         *settings.input_topics,
@@ -162,9 +208,9 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
             records = []
             for e in events:
                 record = _record(e.message)
-                rt.inflight[(record.topic, record.partition, record.offset)] = e
+                rt.acks.read(record, e)
                 records.append(record)
-            await rt.finish(await scorer.process(records))
+            await _stop_if_state_lost(rt.finish_batch(records))
             metrics.BATCH_EVENTS.observe(len(records))
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             yield None
@@ -172,7 +218,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     async def release_waiting() -> None:
         """Score events the event clock has passed since the last batch arrived."""
         if rt.stream is not None:
-            await rt.finish(await scorer.release())
+            await _stop_if_state_lost(rt.finish_release())
 
     app.timer(settings.sweep_interval_s)(release_waiting)
 
@@ -182,12 +228,20 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     async def sweep() -> None:
         shards = rt.owned_shards()
         while True:
-            entries, swept = await scorer.sweep(shards, settings.sweep_batch)
+            entries, swept = await _stop_if_state_lost(scorer.sweep(shards, settings.sweep_batch))
             await rt.deliver_alerts(entries)
             if swept < settings.sweep_batch:
                 break
 
     app.timer(settings.sweep_interval_s)(sweep)
+
+    async def check_state_kept() -> None:
+        """Notice Redis losing writes even when no batch comes to read the shards."""
+        shards = rt.owned_shards()
+        if shards:
+            await _stop_if_state_lost(scorer.retrying(lambda: store.metas(shards)))
+
+    app.timer(settings.sweep_interval_s)(check_state_kept)
 
     async def relay_outbox() -> None:
         """Publish alerts left in the outbox by a worker that died before sending them.
@@ -207,6 +261,16 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
 
     app.timer(settings.outbox_relay_interval_s)(relay_outbox)
 
+    from streams.kpis import GAUGE_REFRESH_S, KpiSource
+
+    kpi_source = KpiSource(client, settings.namespace, settings.partitions, settings.clock)
+
+    async def refresh_kpis() -> None:
+        """Population KPI gauges, read from every shard (not only the owned ones)."""
+        await kpi_source.refresh_gauges()
+
+    app.timer(GAUGE_REFRESH_S)(refresh_kpis)
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         try:
@@ -219,7 +283,29 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     async def prometheus(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    @app.page("/kpis")
+    async def kpis_view(web: Any, request: Any) -> Any:
+        """Population KPIs as JSON; ``?window_days=N`` picks the window."""
+        try:
+            report = await kpi_source.report(request.query.get("window_days"))
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+        return web.json(report)
+
     return rt
+
+
+async def _stop_if_state_lost(work: Awaitable[T]) -> T:
+    """Redis lost writes under this worker: what it has read ahead of Redis must be read
+    again, which only a fresh assignment (positioned from Redis) does safely. Stop at once,
+    as a crash would: the supervisor starts the worker again."""
+    try:
+        return await work
+    except StateLost as exc:
+        log.critical("%s; exiting (%d) to resume from what Redis holds", exc, EXIT_STATE_LOST)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_STATE_LOST)
 
 
 def _record(message: Any) -> Record:

@@ -33,12 +33,62 @@ def main(argv: list[str] | None = None) -> int:
     customer.add_argument("customer_id")
     customer.add_argument("--json", action="store_true")
 
+    replay = sub.add_parser("replay", help="re-score the input topics into a new namespace")
+    replay.add_argument("--from-beginning", action="store_true", required=True,
+                        help="read the input topics from their beginning (required for now: "
+                        "the only mode)")  # fmt: skip
+    replay.add_argument("--namespace", required=True, metavar="NAME",
+                        help="a new Redis namespace to write into")  # fmt: skip
+    replay.add_argument("--emit", action="store_true", help="publish the replay's alerts")
+    replay.add_argument("--force", action="store_true",
+                        help="delete what the namespace holds, then replay into it")  # fmt: skip
+    replay.add_argument("--config", type=Path, metavar="FILE",
+                        help="scoring TOML (default: ENGAGEMENT_SCORING_CONFIG)")  # fmt: skip
+    replay.add_argument("--model-params", type=Path, metavar="FILE",
+                        help="fitted parameters (default: ENGAGEMENT_MODEL_PARAMS)")  # fmt: skip
+    replay.add_argument("--json", action="store_true", help="the comparison as JSON")
+
+    kpis = sub.add_parser("kpis", help="population KPIs: all-time and a rolling window")
+    kpis.add_argument("--json", action="store_true")
+    kpis.add_argument("--window-days", type=int, default=30, help="window, in scorer days")
+
     demo = sub.add_parser("demo", help="embedded services, a worker and a simulator")
     demo.add_argument("--customers", type=int, default=300)
     demo.add_argument("--days", type=float, default=90.0)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--seconds", type=float, default=60.0)
 
+    bench = sub.add_parser(
+        "bench",
+        help="the benchmark harness (a source checkout's benchmarks/): "
+        "python -m benchmarks.run [--smoke] [--repeats N] [--only ...] [--services apache]",
+    )
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to benchmarks.run")
+
+    model = sub.add_parser("model", help="the BG/NBD and Gamma-Gamma churn/CLV model")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_fit = model_sub.add_parser("fit", help="fit the model to a transactions file")
+    model_fit.add_argument("--transactions", type=Path, required=True, help="the file to fit")
+    model_fit.add_argument(
+        "--format",
+        choices=["csv", "cdnow"],
+        default="csv",
+        help="csv: a customer_id,date,amount header; cdnow: the BG/NBD paper's data file",
+    )
+    model_fit.add_argument("--calibration-end", required=True, help="last day fitted, YYYY-MM-DD")
+    model_fit.add_argument(
+        "--out",
+        type=Path,
+        default=Path("model-params.json"),
+        help="the parameters (JSON) for ENGAGEMENT_MODEL_PARAMS; default model-params.json",
+    )
+    model_fit.add_argument(
+        "--time-unit-days", type=float, default=7.0, help="the model's time unit; 7: weeks"
+    )
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # every option is the harness's own, --help included
+        return _bench(argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "services":
@@ -49,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             from streams.demo import run_demo
 
             return run_demo(args.customers, args.days, args.seed, args.seconds)
+        if args.command == "model":
+            from streams.modelfit import run_fit
+
+            return run_fit(args)
         settings = load_settings()
         if args.command == "worker":
             return run_worker(settings, args.loglevel)
@@ -56,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_simulate(settings, args))
         if args.command == "customer":
             return asyncio.run(_customer(settings, args.customer_id, args.json))
+        if args.command == "kpis":
+            return asyncio.run(_kpis(settings, args.window_days, args.json))
+        if args.command == "replay":
+            from streams.replay import cmd_replay
+
+            return cmd_replay(settings, args)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -63,14 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _bench(options: list[str]) -> int:
+    try:
+        from benchmarks.run import main as bench_main
+    except ImportError:
+        print(
+            "engagement bench runs the harness of a source checkout (benchmarks/ is not "
+            "installed): run it from the repository's root",
+            file=sys.stderr,
+        )
+        return 2
+    return bench_main(options)
+
+
 def run_worker(settings: Settings, loglevel: str) -> int:
     import faust
 
-    from scoring.config import load_config
     from streams.app import create_app
+    from streams.modelfit import scoring_config
     from streams.topics import ensure_topics
 
-    config = load_config(settings.scoring_config)
+    config = scoring_config(settings)
     aligned = asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(asyncio.new_event_loop())
     runtime = create_app(settings, config, aligned)
@@ -96,9 +169,9 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
-    from scoring.config import load_config
     from streams.intake import shard_of
-    from streams.report import customer_report
+    from streams.modelfit import scoring_config
+    from streams.report import customer_report, format_report
     from streams.store import StateStore, connect_redis
 
     client = connect_redis(
@@ -117,14 +190,31 @@ async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
         if settings.clock == "event":
             marks = (await store.metas([shard]))[shard].marks
             now = max(marks.values(), default=state.last_seen)
-        report = customer_report(state, now, load_config(settings.scoring_config))
+        report = customer_report(state, now, scoring_config(settings))
     finally:
         await client.aclose()
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        for name, value in report.items():
-            print(f"{name:>20}: {value}")
+    print(json.dumps(report, indent=2) if as_json else format_report(report))
+    return 0
+
+
+async def _kpis(settings: Settings, window_days: int, as_json: bool) -> int:
+    from streams.kpis import KpiSource, format_report
+    from streams.store import connect_redis
+
+    client = connect_redis(
+        settings.redis_url.get_secret_value(),
+        cluster=settings.redis_cluster,
+        timeout_s=settings.redis_timeout_s,
+    )
+    source = KpiSource(client, settings.namespace, settings.partitions, settings.clock)
+    try:
+        report = await source.report(window_days)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    finally:
+        await client.aclose()
+    print(json.dumps(report, indent=2) if as_json else format_report(report))
     return 0
 
 

@@ -139,21 +139,32 @@ async def _print_alerts(settings: Settings, alerts: Counter[str]) -> None:
 
 
 def _describe(alert: dict[str, object]) -> str:
+    """One line per alert, its reasons next to it: every factor with its signed share of
+    the score (they add up to it)."""
     reasons = alert.get("reasons") or []
     assert isinstance(reasons, list)
-    why = ", ".join(f"{r['factor']} {r['contribution']:+.2f}" for r in reasons[:3])
     if alert["kind"] == "churn_risk":
         trigger = alert["trigger"]
         assert isinstance(trigger, dict)
+        why = ", ".join(f"{r['factor']} {r['contribution']:+.2f}" for r in reasons)
+        extra = "".join(
+            f" {name} {alert[name]}"
+            if not isinstance(alert[name], float)
+            else f" {name} {alert[name]:.2f}"
+            for name in ("tier", "p_alive")
+            if alert.get(name) is not None
+        )
         return (
             f"[churn_risk {alert['level']:>8}] {alert['customer_id']} "
             f"risk {alert['churn_risk']:.2f} (was {alert['previous_churn_risk']:.2f}) "
-            f"on {trigger['source']} at {str(alert['occurred_at'])[:16]}: {why}"
+            f"on {trigger['source']} at {str(alert['occurred_at'])[:16]}: {why}{extra}"
         )
-    reason = reasons[0]["detail"] if reasons else ""
+    why = "; ".join(r["detail"] for r in reasons)
+    customer = alert.get("customer")
+    tier = customer.get("tier") if isinstance(customer, dict) else None
     return (
         f"[intervention {alert['kind']}/{alert['severity']}] {alert['customer_id']} -> "
-        f"{alert['recommended_action']}: {reason}"
+        f"{alert['recommended_action']}: {why}" + (f" (tier {tier})" if tier else "")
     )
 
 

@@ -49,3 +49,12 @@ WATERMARK = Gauge(
     "Event-clock watermark of a shard (event clock only).",
     ["shard"],
 )
+KPI = Gauge(
+    "engagement_kpi",
+    "Population KPI (nps, csat_pct, repurchase_rate, upsell_ratio, cli, avg_clv, "
+    "conversion_rate, return_rate, bounce_rate, returning_visitor_rate, customers, "
+    "customers_<tier>) all-time (window=all) or over the rolling window (window=<n>d, "
+    "customer-level ones for the cohort first seen in it); NaN while undefined. Every "
+    "worker exports the same population values.",
+    ["kpi", "window"],
+)

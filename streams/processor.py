@@ -23,6 +23,7 @@ from scoring.engine import Alert, apply_event, evaluate_due
 from scoring.state import CustomerState
 from streams import metrics
 from streams.intake import Decoder, Record, RejectedRecord, shard_of
+from streams.kpis import KpiDelta
 from streams.ordering import EventTimeBuffer, Scorable
 from streams.store import (
     OutboxEntry,
@@ -145,9 +146,7 @@ class Scorer:
                 self.buffer.add(item)
             else:
                 ready.setdefault(shard, []).append(item)
-        if self.event_clock:
-            ready = self.buffer.release()
-        await self._score_ready(ready, outcome)
+        await self._score_ready(self.buffer.release if self.event_clock else lambda: ready, outcome)
         return outcome
 
     async def release(self) -> BatchOutcome:
@@ -155,17 +154,23 @@ class Scorer:
         for when no new record arrives to trigger it)."""
         outcome = BatchOutcome()
         if self.event_clock and self.buffer.held:
-            await self._score_ready(self.buffer.release(), outcome)
+            await self._score_ready(self.buffer.release, outcome)
         return outcome
 
-    async def _score_ready(self, ready: dict[int, list[Scorable]], outcome: BatchOutcome) -> None:
-        if ready:
-            # Shards are removed from ``pending`` as they commit, so a retry after a
-            # connection error re-does only the shards not committed yet.
-            pending = dict(ready)
-            async with self.lock:
+    async def _score_ready(
+        self, take_ready: Callable[[], dict[int, list[Scorable]]], outcome: BatchOutcome
+    ) -> None:
+        # Events leave the buffer only under the lock, and are applied before it is let
+        # go: the sweeper's clock stops at events still in the buffer, so one released
+        # but not yet applied (while a sweep held the lock) would let it run ahead of them.
+        async with self.lock:
+            ready = take_ready()
+            if ready:
+                # Shards are removed from ``pending`` as they commit, so a retry after a
+                # connection error re-does only the shards not committed yet.
+                pending = dict(ready)
                 await self.retrying(lambda: self._score(pending, outcome))
-            outcome.done.extend(item.record for items in ready.values() for item in items)
+        outcome.done.extend(item.record for items in ready.values() for item in items)
 
     async def _score(self, pending: dict[int, list[Scorable]], outcome: BatchOutcome) -> None:
         while pending:
@@ -209,6 +214,7 @@ class Scorer:
         states: dict[str, CustomerState | None] = dict(view.customers)
         write = ShardWrite(shard=view.shard, expected_epoch=view.epoch)
         alerts: list[Alert] = []
+        kpi = KpiDelta()  # the population KPIs move with the states, in the same commit
         for item in items:
             record, event = item.record, item.event
             if record.offset <= view.applied_offset(record.topic, record.partition):
@@ -224,8 +230,10 @@ class Scorer:
                 now = item.time
                 mark = mark_field(record.topic, record.partition)
                 write.marks[mark] = max(write.marks.get(mark, now), now)
-            result = apply_event(states.get(event.customer_id), event, now, wall_now, self.config)
+            before = states.get(event.customer_id)
+            result = apply_event(before, event, now, wall_now, self.config)
             states[event.customer_id] = result.state
+            kpi.add_events(before, result.state, now)
             if result.duplicate:
                 tally.duplicates += 1
                 tally.tally(record.topic, "duplicate")
@@ -234,6 +242,9 @@ class Scorer:
                 tally.tally(record.topic, "applied")
             alerts.extend(result.alerts)
         write.states = {c: s for c, s in states.items() if s is not None}
+        for customer_id, state in write.states.items():
+            kpi.add_customer(view.customers.get(customer_id), state)
+        kpi.apply_to(write)
         write.outbox = [self._outbox_triple(a) for a in alerts]
         return write, alerts
 
@@ -282,10 +293,13 @@ class Scorer:
         for shard, view in views.items():
             write = ShardWrite(shard=shard, expected_epoch=view.epoch)
             alerts[shard] = []
+            kpi = KpiDelta()
             for customer_id, state in view.customers.items():
                 result = evaluate_due(state, now_by_shard[shard], wall_now, self.config)
                 write.states[customer_id] = result.state
+                kpi.add_evaluation(state, result.state, now_by_shard[shard])
                 alerts[shard].extend(result.alerts)
+            kpi.apply_to(write)
             write.outbox = [self._outbox_triple(a) for a in alerts[shard]]
             writes.append(write)
             metrics.SWEPT.inc(len(view.customers))

@@ -11,7 +11,13 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from streams.intake import SOURCE_TOPIC_HEADER
 from streams.metrics import ALERTS_PUBLISHED, DEADLETTERS, EVENTS
@@ -19,6 +25,13 @@ from streams.processor import DeadLetter, Reroute
 from streams.store import OutboxEntry
 
 log = logging.getLogger(__name__)
+# Errors after which an idempotent producer never sends again.
+FATAL_TO_PRODUCER = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+)
 
 # (topic, key, value, partition, headers)
 Outgoing = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]]]
@@ -39,20 +52,29 @@ class Publisher:
         self.bootstrap = bootstrap
         self.idempotence = idempotence
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> AIOKafkaProducer:
         # aiokafka wants a running loop at construction, so the producer is made here.
-        if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                enable_idempotence=self.idempotence,
-                linger_ms=1,
-                request_timeout_ms=15_000,
-            )
+        async with self._starting:  # the agent and the timers publish concurrently
+            if self._producer is None:
+                self._producer = await self._new_producer()
+            return self._producer
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=self.idempotence,
+            linger_ms=1,
+            request_timeout_ms=15_000,
+        )
+        try:
             await producer.start()
-            self._producer = producer
-        return self._producer
+        except BaseException:
+            await producer.stop()  # a failed start leaves its connections open
+            raise
+        return producer
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -92,10 +114,12 @@ class Publisher:
     async def _deliver(self, outgoing: Sequence[Outgoing]) -> None:
         """Send all, await all; on failure resend the whole lot (duplicates are harmless:
         alert ids are deterministic and event ids are deduplicated)."""
-        producer = await self.start()
         delay = 0.1
         while True:
+            producer: AIOKafkaProducer | None = None
             try:
+                # Fetched on every attempt: a broken producer is replaced (see below).
+                producer = await self.start()
                 futures = [
                     await producer.send(t, value=v, key=k, partition=p, headers=h)
                     for t, k, v, p, h in outgoing
@@ -104,5 +128,27 @@ class Publisher:
                 return
             except KafkaError as exc:
                 log.warning("publishing failed (%r); retrying in %.1fs", exc, delay)
+                broken = isinstance(exc, FATAL_TO_PRODUCER) or (
+                    producer is not None and _sender_stopped(producer)
+                )
+                if broken and producer is not None and producer is self._producer:
+                    # The producer's sender gave up (an idempotent producer whose sequence
+                    # the broker lost, e.g. across a broker restart): start a new one.
+                    await self._discard()
                 await asyncio.sleep(delay)
                 delay = min(self.retry_max_s, delay * 2)
+
+    async def _discard(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout=5)
+            except Exception as exc:  # a broken producer may fail to stop: drop it anyway
+                log.warning("discarding the producer: %r", exc)
+
+
+def _sender_stopped(producer: AIOKafkaProducer) -> bool:
+    """aiokafka keeps no public flag for a producer whose background sender died (it then
+    fails every send); its sender task is the only place that tells."""
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return task is not None and task.done()

@@ -8,6 +8,12 @@ events to Kafka keyed by customer id. Personas and their share of the customers:
 - bad_experience (15%): normal, then errors, poor feedback and maybe a return; some go silent;
 - occasional (20%): a session every 1-3 weeks, rare purchases;
 - new (5%): first seen in the last third of the period, then loyal.
+
+Sessions carry a session_id and one to eight hits (about one in eight is a single-page
+bounce), with durations, campaign landings, shares and referrals; an order names the
+session it was placed in. Incidents may open a support ticket, most of which are resolved
+later with their first-response and resolution times; a few happy customers ask a
+question that is answered quickly.
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ BROWSE = (
     ("wishlist_add", 0.3),
     ("video_play", 0.2),
     ("share", 0.1),
+    ("referral", 0.04),
     ("search_no_results", 0.05),
 )
+BOUNCE_SHARE = 0.12
 DAY = 86_400.0
 
 
@@ -97,9 +105,11 @@ class _Customer:
             self.click(t, "page_view", session_id=sid, page="/", duration_ms=ms)
         cart: list[_Product] = []
         types, weights = zip(*BROWSE, strict=True)
-        # At most 8 events: the first, the browsing, then errors or an add_to_cart.
+        # At most 8 events: the first, the browsing, then errors or an add_to_cart. Some
+        # plain visits stop at the landing page (bounces).
         tail = rng.randint(1, 3) if bad else int(order)
-        for _ in range(rng.randint(1, 7 - tail)):
+        bounce = not bad and not order and rng.random() < BOUNCE_SHARE
+        for _ in range(0 if bounce else rng.randint(1, 7 - tail)):
             t += rng.uniform(5, 240)
             kind = rng.choices(types, weights)[0]
             product = rng.choice(self.catalog)
@@ -127,10 +137,10 @@ class _Customer:
                 pid = cart[0].product_id
                 self.click(t, "add_to_cart", session_id=sid, product_id=pid, page=f"/p/{pid}")
             t += rng.uniform(30, 300)
-            self.order(t, (cart + rng.sample(self.catalog, 3))[: rng.randint(1, 3)])
+            self.order(t, (cart + rng.sample(self.catalog, 3))[: rng.randint(1, 3)], sid)
         return t
 
-    def order(self, t: float, products: list[_Product]) -> None:
+    def order(self, t: float, products: list[_Product], session_id: str) -> None:
         items: list[dict[str, object]] = []
         amount = Decimal(0)
         for p in products:
@@ -144,7 +154,7 @@ class _Customer:
             "currency": "EUR",
             "items": items,
         }
-        self.emit("purchases", t, "order", **fields)
+        self.emit("purchases", t, "order", **fields, session_id=session_id)
         self.orders.append(fields)
 
     def happy_feedback(self, t: float) -> None:
@@ -177,8 +187,25 @@ class _Customer:
             self.feedback(t, "review", rating=rng.randint(1, 2), text="It failed.", sentiment=mood)
         if rng.random() < 0.3:
             t += rng.uniform(60, 3_600)
-            self.feedback(t, "support_ticket", status="opened", text="Payment failed")
+            self.ticket(t, "Payment failed", resolved=rng.random() < 0.7, slow=True)
         return t
+
+    def ticket(self, t: float, text: str, resolved: bool, slow: bool) -> None:
+        """A support ticket opened at ``t`` and, if ``resolved``, closed later with its
+        first-response and resolution times (hours when ``slow``, minutes otherwise)."""
+        rng = self.rng
+        self.feedback(t, "support_ticket", status="opened", text=text)
+        if resolved:
+            scale = 3_600.0 if slow else 60.0
+            response = round(rng.uniform(1, 30) * scale)
+            resolution = response + round(rng.uniform(1, 48) * scale)
+            self.feedback(
+                t + resolution,
+                "support_ticket",
+                status="resolved",
+                first_response_s=response,
+                resolution_s=resolution,
+            )
 
     def run(self, period: float) -> None:
         rng, persona = self.rng, self.persona
@@ -212,6 +239,8 @@ class _Customer:
                     self.happy_feedback(last + rng.uniform(DAY, 3 * DAY))
             elif rng.random() < 0.02 and persona != "occasional":
                 self.happy_feedback(last + rng.uniform(3_600, DAY))
+            elif rng.random() < 0.01:
+                self.ticket(last + rng.uniform(60, 3_600), "Question", resolved=True, slow=False)
             gap = rng.uniform(gap_lo, gap_hi)
             if t > fade:  # fading: gaps grow with every session after the fade starts
                 gap_lo, gap_hi = gap_lo * 1.5, gap_hi * 1.5

@@ -6,6 +6,8 @@ Key layout (``{ns}`` is the namespace, ``s`` the shard, i.e. the owner partition
                              w:<topic>:<p> latest event time seen (event clock)
     {ns}:{s<s>}:due          zset: customer_id -> next inactivity check (epoch seconds)
     {ns}:{s<s>}:outbox       stream: alerts written with the state, deleted once published
+    {ns}:{s<s>}:kpi          hash: population KPI counters, all-time and per day
+                             (see streams/kpis.py), changed by the same commit
     {ns}:{s<s>}:c:<customer> string: the customer's state (JSON)
 
 The ``{s<s>}`` hash tag puts a shard's keys in one Redis Cluster slot, so the commit
@@ -67,6 +69,10 @@ class ShardKeys:
     def outbox(self) -> str:
         return f"{self.prefix}:outbox"
 
+    @property
+    def kpi(self) -> str:
+        return f"{self.prefix}:kpi"
+
     def customer(self, customer_id: str) -> str:
         return f"{self.prefix}:c:{customer_id}"
 
@@ -97,6 +103,10 @@ class ShardWrite:
     # (topic, key, value) triples to append to the outbox with the state.
     outbox: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     acked_outbox_ids: list[str] = field(default_factory=list)
+    # KPI hash field -> what the batch adds (streams/kpis.py), applied with the state.
+    kpi: dict[str, float] = field(default_factory=dict)
+    # Day fields of the KPI hash older than this day are deleted and no longer written.
+    kpi_cutoff_day: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,4 +303,9 @@ def _commit_call(keys: ShardKeys, w: ShardWrite) -> tuple[list[str], list[bytes 
         args.extend((topic, key, value))
     args.append(str(len(w.acked_outbox_ids)))
     args.extend(w.acked_outbox_ids)
-    return [keys.meta, keys.due, keys.outbox, *(keys.customer(c) for c in customer_ids)], args
+    args.append("" if w.kpi_cutoff_day is None else str(w.kpi_cutoff_day))
+    args.append(str(len(w.kpi)))
+    for name, delta in w.kpi.items():
+        args.extend((name, repr(delta)))
+    customer_keys = (keys.customer(c) for c in customer_ids)
+    return [keys.meta, keys.due, keys.outbox, keys.kpi, *customer_keys], args

@@ -179,7 +179,7 @@ async def snapshot(client: aioredis.Redis, namespace: str) -> dict[bytes, Any]:
             out[key] = await client.get(key)
         elif kind == "hash":
             meta = await client.hgetall(key)
-            meta.pop(b"epoch")
+            meta.pop(b"epoch", None)
             out[key] = meta
         elif kind == "zset":
             out[key] = await client.zrange(key, 0, -1, withscores=True)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from schemas.events import ClickstreamEvent
 from scoring.config import load_config
 from scoring.engine import apply_event
-from scoring.scores import churn_risk, engagement_score, momentum
+from scoring.scores import churn_risk, churn_value, engagement_score, momentum, recency_weight
 from scoring.state import DAY_S, CustomerState
 
 CONFIG = load_config()
@@ -59,43 +59,7 @@ def test_engagement_is_in_0_100(events: list[tuple[float, str]], later: float) -
     assert 0.0 <= score < 100.0
 
 
-@settings(max_examples=40, deadline=None)
-@given(histories, st.sampled_from(CLICK_TYPES), st.floats(0, 120 * DAY_S))
-def test_engagement_never_falls_when_activity_is_added(
-    events: list[tuple[float, str]], kind: str, t: float
-) -> None:
-    before = history([(T0 + t, k) for t, k in events])
-    after = history([(T0 + t, kind)], start=before)
-    at = max(after.last_seen, before.last_seen) + DAY_S
-    assert engagement_score(after, at, CONFIG) >= engagement_score(before, at, CONFIG)
-    if CONFIG.engagement.weight(kind) > 0:
-        assert engagement_score(after, at, CONFIG) > engagement_score(before, at, CONFIG)
-
-
-def test_engagement_grows_with_each_event_and_saturates() -> None:
-    state: CustomerState | None = None
-    scores = []
-    for i in range(1_000):
-        state = apply_event(state, click(i, T0 + i, "order"), T0 + i, T0 + i, CONFIG).state
-        scores.append(engagement_score(state, T0 + 1_000, CONFIG))
-    assert scores[0] > 0.0
-    unsaturated = [s for s in scores if s < 99.99]
-    assert len(unsaturated) > 10
-    assert all(b > a for a, b in itertools.pairwise(unsaturated))
-    assert all(b >= a for a, b in itertools.pairwise(scores))
-    # 1000 orders are 10000 weighted interactions, 250 saturations: at most 100 (in floating
-    # point 1 - exp(-250) is exactly 1, so the score is 100.0 itself; the alert schema allows it).
-    assert 99.99 < scores[-1] <= 100.0
-
-
-def test_engagement_fades_with_time() -> None:
-    state = history([(T0, "add_to_cart"), (T0 + 60, "order")])
-    h = CONFIG.engagement.half_life_days * DAY_S
-    now = engagement_score(state, T0 + 60, CONFIG)
-    later = engagement_score(state, T0 + 60 + h, CONFIG)
-    assert 0.0 < later < now
-    activity = -CONFIG.engagement.saturation * math.log(1 - now / 100)
-    assert math.isclose(later, 100 * (1 - math.exp(-activity / 2 / CONFIG.engagement.saturation)))
+# The features, sub-scores and reasons: tests/unit/scoring/test_scoring_engagement.py.
 
 
 # --- momentum -----------------------------------------------------------------------------
@@ -140,6 +104,9 @@ def test_churn_reasons_add_up_to_the_risk(events: list[tuple[float, str]], later
     contributions = [r.contribution for r in assessment.reasons]
     assert {r.factor for r in assessment.reasons} == {"recency", "momentum", "bad_experiences"}
     assert math.isclose(sum(contributions), assessment.churn_risk, rel_tol=1e-12, abs_tol=1e-12)
+    # the per-event path computes the same risk without the reasons
+    at = state.last_seen + later
+    assert math.isclose(churn_value(state, at, CONFIG), assessment.churn_risk, abs_tol=1e-12)
     assert contributions == sorted(contributions, reverse=True)
     assert all(c >= 0 for c in contributions)
     assert 0.0 <= assessment.churn_risk <= 1.0
@@ -151,10 +118,13 @@ def test_churn_risk_rises_with_silence(steady: tuple[CustomerState, float]) -> N
     assert risks[0] < 0.05
     assert all(b > a for a, b in itertools.pairwise(risks))
     c = CONFIG.churn
-    assert risks[-1] == pytest.approx(c.recency_weight + c.momentum_weight, abs=0.01)
+    # no purchase: p_alive is unknown and its weight goes to recency
+    w_recency = recency_weight(CONFIG, None)
+    assert w_recency == c.recency_weight + c.alive_weight
+    assert risks[-1] == pytest.approx(w_recency + c.momentum_weight, abs=0.01)
     recency = next(r for r in churn_risk(state, last + 14 * DAY_S, CONFIG).reasons)
     assert recency.factor == "recency"
-    assert recency.contribution == pytest.approx(c.recency_weight / 2)
+    assert recency.contribution == pytest.approx(w_recency / 2)
     assert "14.0 days" in recency.detail
 
 

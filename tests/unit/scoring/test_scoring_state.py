@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.config import ScoringConfig, load_config
 from scoring.engine import apply_event, evaluate_due
-from scoring.scores import ENGAGEMENT, half_lives
+from scoring.features import ACTIVITY_SHORT
+from scoring.scores import half_lives
 from scoring.state import _REBASE_EXPONENT, DAY_S, CustomerState, day_floor
 
 CONFIG = load_config()
@@ -118,6 +121,12 @@ def test_any_order_of_the_same_events_gives_the_same_state(
 
     assert dup_a == dup_b == len(original) - len({e.event_id for e in original})
     assert a.counts == b.counts
+    purchases = (a.first_purchase_day, a.last_purchase_day, a.spend, a.first_day_spend)
+    assert purchases == (b.first_purchase_day, b.last_purchase_day, b.spend, b.first_day_spend)
+    days = {e.occurred_at.timestamp() // DAY_S for e in original if e.type == "order"}
+    # exact unless two purchase days 64k apart arrive out of order (a year of days here)
+    assert a.purchase_days == len(days)
+    assert b.purchase_days <= len(days)
     assert a.counts["events"] == len({e.event_id for e in original})
     assert a.first_seen == b.first_seen == min(e.occurred_at.timestamp() for e in original)
     assert a.last_seen == b.last_seen == max(e.occurred_at.timestamp() for e in original)
@@ -153,13 +162,16 @@ def test_round_trip_of_a_lived_in_state_is_lossless() -> None:
         t = event.occurred_at.timestamp()
         state = apply_event(state, event, t + 1.5, t + 2.5, CONFIG).state
     assert state is not None
-    # and a stretch of silence, so churn alerts and their schedule are in the state too
+    active = state
+    assert active.recent_events
+    # and a stretch of silence, so churn alerts and their schedule are in the state too (and
+    # the duplicate window has passed)
     state = evaluate_due(state, state.last_seen + 90 * DAY_S, 0.0, CONFIG).state
-    assert state.churn_alerts >= 1 and state.recent_events and state.last_alert_at
-    for s in (state, CustomerState.from_bytes(state.to_bytes())):
+    assert state.churn_alerts >= 1 and state.last_alert_at and not state.recent_events
+    for s in (active, state, CustomerState.from_bytes(state.to_bytes())):
         again = CustomerState.from_bytes(s.to_bytes())
         assert again == s
-        assert CustomerState.from_bytes(s.to_bytes().decode()) == s
+        assert CustomerState.from_bytes(s.to_bytes().decode("latin-1")) == s
         assert again.to_bytes() == s.to_bytes()
     assert state.next_check_at is None  # high level reached: nothing scheduled
 
@@ -185,7 +197,7 @@ def test_rebase_moves_the_landmark_and_keeps_every_value() -> None:
 def test_decades_of_events_stay_finite_and_exact() -> None:
     """Without the rebase 2**((t - L) / h) would overflow after ~1000 half-lives."""
     hl = half_lives(CONFIG)
-    h = hl[ENGAGEMENT]
+    h = hl["searches"]
     state: CustomerState | None = None
     times: list[float] = []
     for i in range(480):  # one event a month for 40 years: ~2000 short half-lives
@@ -199,8 +211,29 @@ def test_decades_of_events_stay_finite_and_exact() -> None:
     assert all(math.isfinite(v) for v in state.decayed.values())
     w = CONFIG.engagement.weight("search")
     for at in (times[-1], times[-1] + 45 * DAY_S):
-        expected = sum(w * 2 ** (-(at - t) / h) for t in times)
-        assert isclose(state.value(ENGAGEMENT, h, at), expected, 1e-9)
-    short_h = hl["short"]
+        expected = sum(2 ** (-(at - t) / h) for t in times)  # one search each
+        assert isclose(state.value("searches", h, at), expected, 1e-9)
+    short_h = hl[ACTIVITY_SHORT]
     expected_short = sum(w * 2 ** (-(times[-1] - t) / short_h) for t in times)
-    assert isclose(state.value("short", short_h, times[-1]), expected_short, 1e-9)
+    assert isclose(state.value(ACTIVITY_SHORT, short_h, times[-1]), expected_short, 1e-9)
+
+
+# --- copies -------------------------------------------------------------------------------
+
+
+def test_evolve_is_replace_and_names_an_unknown_field() -> None:
+    state = CustomerState.new("c", T0).with_counts(events=2)
+    changed = state.evolve(churn_risk=0.5, tier="loyal")
+    assert changed == replace(state, churn_risk=0.5, tier="loyal")
+    assert state.churn_risk == 0.0  # the original is untouched
+    with pytest.raises(TypeError, match="no field\\(s\\) churn"):
+        state.evolve(churn=0.5)
+
+
+def test_a_silent_customer_forgets_event_ids_past_the_window() -> None:
+    when = datetime.fromtimestamp(T0, tz=UTC)
+    event = ClickstreamEvent(event_id="e", customer_id="c", occurred_at=when, type="page_view")
+    state = apply_event(None, event, T0, T0, CONFIG).state
+    assert list(state.recent_events.values()) == [float(math.floor(T0))]
+    swept = evaluate_due(state, T0 + 40 * DAY_S, 0.0, CONFIG).state
+    assert swept.churn_alerts >= 1 and swept.recent_events == {}

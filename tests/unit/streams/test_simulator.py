@@ -84,11 +84,35 @@ def test_returns_match_an_earlier_order(events: list[SimEvent]) -> None:
 
 def test_sessions_and_campaigns(events: list[SimEvent]) -> None:
     sessions = Counter(e.payload["session_id"] for e in events if e.source == "clickstream")
-    assert min(sessions.values()) >= 2 and max(sessions.values()) <= 8
+    assert min(sessions.values()) >= 1 and max(sessions.values()) <= 8
+    bounces = sum(1 for n in sessions.values() if n == 1)
+    assert 0.03 < bounces / len(sessions) < 0.2
     types = Counter(str(e.payload["type"]) for e in events)
     assert types["email_click"] and types["ad_click"] and types["wishlist_add"]
+    assert types["share"] and types["referral"]
+    # every order names a session of its customer that had already started
+    started = {e.payload["session_id"]: e for e in events if e.source == "clickstream"}
+    for e in events:
+        if e.payload["type"] == "order":
+            first = started[e.payload["session_id"]]
+            assert first.customer_id == e.customer_id
     campaigns = [e for e in events if e.payload["type"] in ("email_click", "ad_click")]
     assert all(e.payload.get("campaign_id") for e in campaigns)
+
+
+def test_support_tickets_are_opened_then_resolved_with_their_times(
+    events: list[SimEvent],
+) -> None:
+    tickets = [e for e in events if e.payload["type"] == "support_ticket"]
+    opened = [e for e in tickets if e.payload["status"] == "opened"]
+    resolved = [e for e in tickets if e.payload["status"] == "resolved"]
+    assert opened and resolved and len(resolved) <= len(opened)
+    for e in resolved:
+        response, resolution = e.payload["first_response_s"], e.payload["resolution_s"]
+        assert isinstance(response, int) and isinstance(resolution, int)
+        assert 0 < response < resolution
+        when = e.occurred_at - timedelta(seconds=resolution)
+        assert any(o.customer_id == e.customer_id and o.occurred_at <= when for o in opened)
 
 
 def test_deterministic_for_seed_and_start() -> None:

@@ -62,8 +62,8 @@ def _commit_keys(namespace: str, shard: int, customer_ids: list[str]) -> list[st
 def test_every_key_of_a_shard_commit_is_in_one_cluster_slot(namespace: str, shard: int) -> None:
     keys = _commit_keys(namespace, shard, AWKWARD_IDS)
     layout = ShardKeys(namespace, shard)
-    assert keys[:3] == [layout.meta, layout.due, layout.outbox]
-    assert keys[3:] == [layout.customer(c) for c in AWKWARD_IDS]
+    assert keys[:4] == [layout.meta, layout.due, layout.outbox, layout.kpi]
+    assert keys[4:] == [layout.customer(c) for c in AWKWARD_IDS]
     slots = {_slot(k) for k in keys}
     assert slots == {_slot(f"s{shard}")}, {k: _slot(k) for k in keys}
 

@@ -1,0 +1,165 @@
+"""A worker resumes each partition at what Redis has applied, not at Kafka's committed offset."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from worker_harness import (
+    consume_until,
+    event,
+    poll,
+    produce,
+    running_workers,
+    settings_of,
+    worker_env,
+)
+
+from streams.intake import shard_of
+from streams.services import Endpoints
+from streams.settings import Settings
+from streams.store import StateStore
+
+PARTITIONS = 4
+Outgoing = tuple[str, str | bytes | None, bytes, int | None]
+
+
+async def _committed(s: Settings, tp: TopicPartition) -> int | None:
+    """The group's committed offset, read without joining the group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap, group_id=s.app_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        offset = await consumer.committed(tp)
+    finally:
+        await consumer.stop()
+    return None if offset is None or offset < 0 else int(offset)
+
+
+async def _snapshot(client: aioredis.Redis, namespace: str) -> dict[bytes, bytes]:
+    return {
+        key: await client.dump(key)
+        async for key in client.scan_iter(match=f"{namespace}:*", count=1000)
+    }
+
+
+async def _restore(client: aioredis.Redis, namespace: str, snapshot: dict[bytes, bytes]) -> None:
+    """Put Redis back as it was at the snapshot, as a restart that lost writes does."""
+    async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+        await client.delete(key)
+    for key, dumped in snapshot.items():
+        await client.restore(key, 0, dumped)
+
+
+async def test_events_lost_by_redis_are_read_again_though_kafka_committed_past_them(
+    endpoints: Endpoints, test_token: str, tmp_path: Path
+) -> None:
+    env = worker_env(endpoints, test_token, tmp_path, ENGAGEMENT_CLOCK="wall")
+    s = settings_of(env)
+    grace = "grace"
+    shard = shard_of(grace, PARTITIONS)
+    tp = TopicPartition(s.topic_clickstream, shard)
+
+    def views(first: int, count: int) -> list[Outgoing]:
+        return [
+            (s.topic_clickstream, grace, event(f"v{i}", grace, i / 24, "page_view"), shard)
+            for i in range(first, first + count)
+        ]
+
+    client = aioredis.from_url(endpoints.redis_url)
+    store = StateStore(client, s.namespace)
+
+    def has_events(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            state = await store.customer(shard, grace)
+            return state is not None and state.count("events") == n
+
+        return check
+
+    async def committed_to(offset: int) -> None:
+        async def done() -> bool:
+            return await _committed(s, tp) == offset
+
+        await poll(done, 30, f"the group committing offset {offset}")
+
+    try:
+        with running_workers(env, 1, tmp_path):
+            await produce(s.kafka_bootstrap, views(0, 10))
+            await poll(has_events(10), 30, "the first 10 events applied")
+            older = await _snapshot(client, s.namespace)
+            await produce(s.kafka_bootstrap, views(10, 15))
+            await poll(has_events(25), 30, "all 25 events applied")
+            await committed_to(25)
+
+        # Redis comes back without the last 15 events; Kafka's group still says 25.
+        await _restore(client, s.namespace, older)
+        assert (await store.metas([shard]))[shard].applied_offset(tp.topic, shard) == 9
+        assert await _committed(s, tp) == 25
+
+        with running_workers(env, 1, tmp_path):
+            await poll(has_events(25), 60, "the 15 events lost by Redis applied again")
+            await committed_to(25)
+        state = await store.customer(shard, grace)
+        assert state is not None and state.count("events") == 25  # each once
+    finally:
+        await client.aclose()
+
+
+async def test_a_partition_ending_in_dead_letters_is_not_read_again_after_a_restart(
+    endpoints: Endpoints, test_token: str, tmp_path: Path
+) -> None:
+    env = worker_env(endpoints, test_token, tmp_path, ENGAGEMENT_CLOCK="wall")
+    s = settings_of(env)
+    henry = "henry"
+    shard = shard_of(henry, PARTITIONS)
+    tp = TopicPartition(s.topic_clickstream, shard)
+    valid: list[Outgoing] = [
+        (s.topic_clickstream, henry, event("h0", henry, 0.0, "page_view"), shard)
+    ]
+    malformed: list[Outgoing] = [
+        (s.topic_clickstream, henry, b'{"not": "an event", "n": %d}' % i, shard) for i in range(30)
+    ]
+    client = aioredis.from_url(endpoints.redis_url)
+    store = StateStore(client, s.namespace)
+
+    def has_events(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            state = await store.customer(shard, henry)
+            return state is not None and state.count("events") == n
+
+        return check
+
+    def dead_letters(n: int) -> Callable[[list[object]], bool]:
+        return lambda seen: len(seen) >= n
+
+    try:
+        with running_workers(env, 1, tmp_path):
+            await produce(s.kafka_bootstrap, valid + malformed)
+            await consume_until(s.kafka_bootstrap, [s.topic_deadletter], dead_letters(30), 30)
+
+            async def all_committed() -> bool:
+                return await _committed(s, tp) == 31
+
+            await poll(all_committed, 30, "the group committing past the dead letters")
+
+        # Redis applied only offset 0: without its record of the dead letters delivered, the
+        # restart would resume at min(committed, applied + 1) = 1 and send them all again.
+        meta = await client.hgetall(store.keys(shard).meta)
+        assert int(meta[f"o:{tp.topic}:{shard}".encode()]) == 0
+        assert int(meta[f"d:{tp.topic}:{shard}".encode()]) == 30
+
+        later: list[Outgoing] = [
+            (s.topic_clickstream, henry, event("h1", henry, 1.0, "page_view"), shard)
+        ]
+        with running_workers(env, 1, tmp_path) as (worker,):
+            await produce(s.kafka_bootstrap, later)
+            await poll(has_events(2), 60, "the event after the dead letters applied")
+            assert worker.metric("engagement_deadletter_total") == 0  # none read again
+        seen = await consume_until(s.kafka_bootstrap, [s.topic_deadletter], dead_letters(30), 30)
+        assert len(seen) == 30
+    finally:
+        await client.aclose()
