@@ -194,9 +194,14 @@ EOF
   local jvm=(-cp "$LIBS/*" "-Dlog4j2.configurationFile=$dir/log4j2.properties"
     "-Dkafka.logs.dir=$dir/logs" -XX:+UseG1GC -XX:TieredStopAtLevel=1
     -Djava.awt.headless=true)
-  local cluster_id  # as `StorageTool random-uuid` makes one: 16 random bytes in base64url
+  # As `StorageTool random-uuid` makes one: 16 random bytes in base64url, drawn again when
+  # it starts with "-" (Kafka's Uuid.randomUuid does the same: the tool would take it for
+  # an option; about one start in 64 failed before).
+  local cluster_id
   cluster_id="$("$PYTHON" -c 'import base64, os
-print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))')"
+while (cid := base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")).startswith("-"):
+    pass
+print(cid)')"
   # shellcheck disable=SC2086
   if ! java $HEAP "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" \
       -c "$dir/server.properties" --standalone >"$dir/logs/format.log" 2>&1; then

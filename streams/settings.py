@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "ENGAGEMENT_"
 
 
+# What a Redis namespace may be made of (ENGAGEMENT_NAMESPACE, and a replay's --namespace).
+NAMESPACE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+
+
 class SettingsError(ValueError):
     """Raised with one line per bad variable, each naming the variable."""
 
@@ -27,7 +31,7 @@ class Settings(BaseSettings):
     # A Redis Cluster: every key of a shard shares one hash slot, so this is all it takes.
     redis_cluster: bool = False
     # Redis keys are prefixed with the namespace; a replay writes into its own one.
-    namespace: str = Field(default="eng", pattern=r"^[A-Za-z0-9_.:-]+$")
+    namespace: str = Field(default="eng", pattern=NAMESPACE_PATTERN)
     clock: Literal["wall", "event"] = "wall"
     app_id: str = "engagement-scorer"
 
