@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +127,12 @@ def run_faust(spec: dict[str, Any]) -> None:
     faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
 
 
-async def run_aiokafka(spec: dict[str, Any]) -> None:
+@asynccontextmanager
+async def _from_beginning(settings: Any) -> AsyncIterator[tuple[Any, list[Any]]]:
+    """A consumer without a group, assigned every input partition at its beginning."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    from streams.settings import load_settings
-
-    settings = load_settings()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
@@ -144,6 +145,16 @@ async def run_aiokafka(spec: dict[str, Any]) -> None:
         ]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        yield consumer, tps
+    finally:
+        await consumer.stop()
+
+
+async def run_aiokafka(spec: dict[str, Any]) -> None:
+    from streams.settings import load_settings
+
+    settings = load_settings()
+    async with _from_beginning(settings) as (consumer, _tps):
         size = settings.batch_max_events
         progress = Progress(Path(spec["out"]), spec["expected"], batch=size)
         progress.assign()
@@ -157,29 +168,13 @@ async def run_aiokafka(spec: dict[str, Any]) -> None:
                 n += len(records)
             if n:
                 progress.batch(n, at)
-    finally:
-        await consumer.stop()
 
 
 async def _read_all(settings: Any, limit: int) -> list[Any]:
     """The first ``limit`` input records in publish (= event time) order."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
     from streams.intake import Record
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(t, p) for t in settings.input_topics for p in range(settings.partitions)
-        ]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+    async with _from_beginning(settings) as (consumer, tps):
         ends = await consumer.end_offsets(tps)
         raw = []
         behind = set(tps)
@@ -189,8 +184,6 @@ async def _read_all(settings: Any, limit: int) -> list[Any]:
             for tp in list(behind):
                 if await consumer.position(tp) >= ends[tp]:
                     behind.discard(tp)
-    finally:
-        await consumer.stop()
     raw.sort(key=lambda r: (r.timestamp, r.topic, r.partition, r.offset))
     return [
         Record(r.topic, r.partition, r.offset, r.key, r.value, dict(r.headers or ()))
@@ -217,7 +210,7 @@ async def run_naive(spec: dict[str, Any]) -> None:
     from streams.intake import Decoder, shard_of
     from streams.processor import AlertTopics, Scorer
     from streams.settings import load_settings
-    from streams.store import StateStore, connect_redis
+    from streams.store import StateStore, redis_of
 
     settings = load_settings()
     config = load_config(settings.scoring_config)
@@ -225,9 +218,7 @@ async def run_naive(spec: dict[str, Any]) -> None:
     everything = await _read_all(settings, 10**9)
     records = everything[: spec["limit"]]
     read_s = time.perf_counter() - read_started
-    client = connect_redis(
-        settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s
-    )
+    client = redis_of(settings)
     decoder = Decoder(*settings.input_topics, rerouted=settings.topic_rerouted)
     results: dict[str, Any] = {"read_s": round(read_s, 3)}
     try:
@@ -316,15 +307,13 @@ async def run_sweep(spec: dict[str, Any]) -> None:
     from streams.intake import Decoder
     from streams.processor import AlertTopics, Scorer
     from streams.settings import load_settings
-    from streams.store import StateStore, connect_redis
+    from streams.store import StateStore, redis_of
 
     settings = load_settings()
     config = load_config(settings.scoring_config)
     at = float(spec["at"])
     customers = int(spec["customers"])
-    client = connect_redis(
-        settings.redis_url.get_secret_value(), timeout_s=settings.redis_timeout_s
-    )
+    client = redis_of(settings)
     try:
         store = StateStore(client, settings.namespace)
         templates = read_templates(Path(spec["templates"]))

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from scoring.config import ScoringConfig
 from streams import metrics
 from streams.acks import InOrderAcks
-from streams.intake import Decoder, Record
+from streams.intake import Record
 from streams.positions import (
     EXIT_STATE_LOST,
     GuardedStore,
@@ -25,10 +25,10 @@ from streams.positions import (
     done_frontier,
     install_repositioning,
 )
-from streams.processor import AlertTopics, BatchOutcome, Scorer
+from streams.processor import BatchOutcome, Scorer
 from streams.publisher import Publisher
 from streams.settings import Settings
-from streams.store import OutboxEntry, connect_redis
+from streams.store import OutboxEntry, redis_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,32 +126,10 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         # must not wait for them (they are read again by the partition's next owner).
         stream_wait_empty=False,
     )
-    client = connect_redis(
-        settings.redis_url.get_secret_value(),
-        cluster=settings.redis_cluster,
-        timeout_s=settings.redis_timeout_s,
-    )
+    client = redis_of(settings)
     store = GuardedStore(client, settings.namespace)
-    decoder = Decoder(*settings.input_topics, rerouted=settings.topic_rerouted)
-    scorer = Scorer(
-        store,
-        decoder,
-        aligned_topics,
-        config,
-        AlertTopics(settings.topic_churn_risk, settings.topic_interventions),
-        shards=settings.partitions,
-        clock=settings.clock,
-        wall=time.time,
-        retry_max_s=settings.redis_retry_max_s,
-        max_held=settings.max_held_events,
-    )
-    publisher = Publisher(
-        settings.kafka_bootstrap,
-        settings.topic_deadletter,
-        settings.topic_rerouted,
-        idempotence=settings.producer_idempotence,
-        retry_max_s=settings.redis_retry_max_s,
-    )
+    scorer = Scorer.for_settings(settings, store, config, aligned_topics)
+    publisher = Publisher.for_settings(settings)
     positions = Positions(store, settings.partitions)
     rt = Runtime(settings, app, client, store, scorer, publisher, positions)
 
@@ -241,7 +219,10 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         if shards:
             await _stop_if_state_lost(scorer.retrying(lambda: store.metas(shards)))
 
-    app.timer(settings.sweep_interval_s)(check_state_kept)
+    if settings.clock == "wall":
+        # On the event clock every sweep reads all owned shards' metas (for the
+        # watermarks) through the same guard, at the same interval.
+        app.timer(settings.sweep_interval_s)(check_state_kept)
 
     async def relay_outbox() -> None:
         """Publish alerts left in the outbox by a worker that died before sending them.

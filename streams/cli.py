@@ -172,13 +172,9 @@ async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
     from streams.intake import shard_of
     from streams.modelfit import scoring_config
     from streams.report import customer_report, format_report
-    from streams.store import StateStore, connect_redis
+    from streams.store import StateStore, redis_of
 
-    client = connect_redis(
-        settings.redis_url.get_secret_value(),
-        cluster=settings.redis_cluster,
-        timeout_s=settings.redis_timeout_s,
-    )
+    client = redis_of(settings)
     try:
         store = StateStore(client, settings.namespace)
         shard = shard_of(customer_id, settings.partitions)
@@ -199,13 +195,9 @@ async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
 
 async def _kpis(settings: Settings, window_days: int, as_json: bool) -> int:
     from streams.kpis import KpiSource, format_report
-    from streams.store import connect_redis
+    from streams.store import redis_of
 
-    client = connect_redis(
-        settings.redis_url.get_secret_value(),
-        cluster=settings.redis_cluster,
-        timeout_s=settings.redis_timeout_s,
-    )
+    client = redis_of(settings)
     source = KpiSource(client, settings.namespace, settings.partitions, settings.clock)
     try:
         report = await source.report(window_days)

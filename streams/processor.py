@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -25,6 +26,7 @@ from streams import metrics
 from streams.intake import Decoder, Record, RejectedRecord, shard_of
 from streams.kpis import KpiDelta
 from streams.ordering import EventTimeBuffer, Scorable
+from streams.settings import Settings
 from streams.store import (
     OutboxEntry,
     ShardView,
@@ -114,6 +116,32 @@ class Scorer:
         self.buffer = EventTimeBuffer(self.shard_partitions, max_held=max_held)
         self._seq = 0
         self._shard_topics = [*sorted(aligned_topics), *filter(None, [decoder.rerouted])]
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        store: StateStore,
+        config: ScoringConfig,
+        aligned_topics: set[str],
+        *,
+        clock: str | None = None,
+        rerouted_topic: str | None = None,
+    ) -> Scorer:
+        """The scorer the settings describe (a replay overrides its clock and the topic
+        its misrouted records go through)."""
+        return cls(
+            store,
+            Decoder(*settings.input_topics, rerouted=rerouted_topic or settings.topic_rerouted),
+            aligned_topics,
+            config,
+            AlertTopics(settings.topic_churn_risk, settings.topic_interventions),
+            shards=settings.partitions,
+            clock=clock or settings.clock,
+            wall=time.time,
+            retry_max_s=settings.redis_retry_max_s,
+            max_held=settings.max_held_events,
+        )
 
     def shard_partitions(self, shard: int) -> list[tuple[str, int]]:
         """The partitions whose records a shard owns: its number on each aligned topic."""

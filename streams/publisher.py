@@ -22,6 +22,7 @@ from aiokafka.errors import (
 from streams.intake import SOURCE_TOPIC_HEADER
 from streams.metrics import ALERTS_PUBLISHED, DEADLETTERS, EVENTS
 from streams.processor import DeadLetter, Reroute
+from streams.settings import Settings
 from streams.store import OutboxEntry
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,16 @@ class Publisher:
         self.idempotence = idempotence
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Publisher:
+        return cls(
+            settings.kafka_bootstrap,
+            settings.topic_deadletter,
+            settings.topic_rerouted,
+            idempotence=settings.producer_idempotence,
+            retry_max_s=settings.redis_retry_max_s,
+        )
 
     async def start(self) -> AIOKafkaProducer:
         # aiokafka wants a running loop at construction, so the producer is made here.

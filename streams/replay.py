@@ -32,9 +32,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from scoring.config import ScoringConfig, load_config
-from streams.intake import SOURCE_TOPIC_HEADER, Decoder, Record
+from streams.intake import SOURCE_TOPIC_HEADER, Record
 from streams.modelfit import load_params
-from streams.processor import AlertTopics, BatchOutcome, Scorer
+from streams.processor import BatchOutcome, Scorer
 from streams.publisher import Publisher
 from streams.replay_report import (
     UNREADABLE,
@@ -47,7 +47,7 @@ from streams.replay_report import (
     format_table,
 )
 from streams.settings import ENV_PREFIX, NAMESPACE_PATTERN, Settings, SettingsError
-from streams.store import OutboxEntry, StateStore, connect_redis
+from streams.store import OutboxEntry, StateStore, redis_of
 
 
 class ReplayRefused(ValueError):
@@ -237,11 +237,7 @@ async def replay(
     missing = [t for t in settings.input_topics if t not in counts]
     if missing:
         raise ReplayRefused(f"input topics not found on {bootstrap}: {', '.join(missing)}")
-    client = connect_redis(
-        settings.redis_url.get_secret_value(),
-        cluster=settings.redis_cluster,
-        timeout_s=settings.redis_timeout_s,
-    )
+    client = redis_of(settings)
     try:
         await _empty_namespace(client, options)
         result = ReplayResult(options.namespace, options.emit)
@@ -266,27 +262,12 @@ async def _rescore(
     local_rerouted = f"{settings.topic_rerouted}.replay"
     aligned = {t for t in settings.input_topics if counts[t] == settings.partitions}
     store = StateStore(client, options.namespace)
-    scorer = Scorer(
-        store,
-        Decoder(*settings.input_topics, rerouted=local_rerouted),
-        aligned,
-        config,
-        AlertTopics(settings.topic_churn_risk, settings.topic_interventions),
-        shards=settings.partitions,
-        clock="event",
-        wall=time.time,
-        retry_max_s=settings.redis_retry_max_s,
-        max_held=settings.max_held_events,
+    scorer = Scorer.for_settings(
+        settings, store, config, aligned, clock="event", rerouted_topic=local_rerouted
     )
     tps = [TopicPartition(t, p) for t in settings.input_topics for p in range(counts[t])]
     reader = BoundedReader(settings.kafka_bootstrap, tps, settings.batch_max_events)
-    publisher = Publisher(
-        settings.kafka_bootstrap,
-        settings.topic_deadletter,
-        settings.topic_rerouted,
-        idempotence=settings.producer_idempotence,
-        retry_max_s=settings.redis_retry_max_s,
-    )
+    publisher = Publisher.for_settings(settings)
     rerouted_offsets: dict[int, int] = {}
 
     async def settle_alerts(entries: Sequence[OutboxEntry]) -> None:

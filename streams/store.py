@@ -8,7 +8,7 @@ Key layout (``{ns}`` is the namespace, ``s`` the shard, i.e. the owner partition
     {ns}:{s<s>}:outbox       stream: alerts written with the state, deleted once published
     {ns}:{s<s>}:kpi          hash: population KPI counters, all-time and per day
                              (see streams/kpis.py), changed by the same commit
-    {ns}:{s<s>}:c:<customer> string: the customer's state (JSON)
+    {ns}:{s<s>}:c:<customer> string: the customer's state (scoring/codec.py)
 
 The ``{s<s>}`` hash tag puts a shard's keys in one Redis Cluster slot, so the commit
 script, which touches only one shard, runs on a cluster too.
@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from scoring.state import CustomerState
+from streams.settings import Settings
 
 _COMMIT_LUA = resources.files("streams").joinpath("commit_shard.lua").read_text("utf-8")
 
@@ -137,6 +138,15 @@ def connect_redis(url: str, *, cluster: bool = False, timeout_s: float = 5.0) ->
     if cluster:
         return RedisCluster.from_url(url, **options)
     return aioredis.from_url(url, **options)
+
+
+def redis_of(settings: Settings) -> Any:
+    """The Redis client ENGAGEMENT_REDIS_URL, _REDIS_CLUSTER and _REDIS_TIMEOUT_S describe."""
+    return connect_redis(
+        settings.redis_url.get_secret_value(),
+        cluster=settings.redis_cluster,
+        timeout_s=settings.redis_timeout_s,
+    )
 
 
 class StateStore:
