@@ -5,13 +5,12 @@ batch-level tap (see faust_paths for the candidates and results)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import types
 from pathlib import Path
 from typing import Any
 
 from benchmarks.tasks import Progress
+from streams.batches import BatchReader
 
 # candidate -> (ingestion path, App settings over the scorer's, extra environment)
 CANDIDATES: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
@@ -52,59 +51,26 @@ class Tally:
         self.progress.batch(len(messages), at)
 
 
-class BatchTap:
-    """Raw Messages of the input topics, handed over in lists of up to ``size`` (or what
-    came within ``within`` seconds) to ``handle``, then acknowledged one by one through
-    ``consumer.ack``: Faust's own bookkeeping still decides what is committed.
-
-    ``put`` blocks (back pressure on the fetch loop) while ``4 * size`` wait."""
+class BatchTap(BatchReader):
+    """The scorer's batch reader (streams/batches.py) doing nothing but count and
+    acknowledge through ``consumer.ack`` (Faust's own bookkeeping still decides what is
+    committed); or, on the Conductor, fed one message at a time (``put_one``)."""
 
     def __init__(self, app: Any, size: int, within: float, tally: Tally, slow_s: float) -> None:
-        self.app, self.size, self.within, self.tally, self.slow_s = app, size, within, tally, slow_s
-        self.pending: list[Any] = []
-        self.filled = asyncio.Event()
-        self.taken = asyncio.Event()
+        super().__init__(app, size, within, self._count_and_ack)
+        self.tally, self.slow_s = tally, slow_s
 
-    async def put(self, messages: list[Any]) -> None:
-        self.pending.extend(messages)
-        if len(self.pending) >= self.size:
-            self.filled.set()
-        while len(self.pending) >= 4 * self.size:
-            self.taken.clear()
-            await self.taken.wait()
+    async def _count_and_ack(self, batch: list[Any]) -> None:
+        self.tally.batch(batch, time.time())  # the "processing"
+        if self.slow_s:
+            await asyncio.sleep(self.slow_s)
+        ack = self.app.consumer.ack
+        for m in batch:
+            ack(m)
 
     async def put_one(self, message: Any) -> None:  # the Conductor's handler signature
         await self.app.flow_control.acquire()
         await self.put([message])
-
-    async def run(self) -> None:
-        app = self.app
-        while not app.should_stop:
-            if len(self.pending) < self.size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.filled.wait(), self.within)
-            self.filled.clear()
-            batch, self.pending = self.pending[: self.size], self.pending[self.size :]
-            self.taken.set()
-            # Read before a rebalance, or while one is under way: the partition is sought
-            # back to its committed offset and read again. Like Stream, skip these
-            # (unacknowledged): processed now, their acks could not be committed.
-            generation = app.consumer_generation_id
-            if not app.flow_control.is_active():
-                batch = []
-            batch = [m for m in batch if m.generation_id == generation]
-            if not batch:
-                continue
-            self.tally.batch(batch, time.time())  # the "processing"
-            if self.slow_s:
-                await asyncio.sleep(self.slow_s)
-            ack = app.consumer.ack
-            for m in batch:
-                ack(m)
-
-    async def forget_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
-        revoked = args[0]
-        self.pending = [m for m in self.pending if m.tp not in revoked]
 
     def install_on_conductor(self, topic: Any) -> None:
         conductor, names = self.app.topics, set(topic.topics)
@@ -115,51 +81,7 @@ class BatchTap:
 
         conductor._build_handler = build_handler
         conductor.add(topic)
-
-    def install_on_drain(self, topic: Any) -> None:
-        self.app.topics.add(topic)
-        consumer = self.app.consumer
-        consumer._drain_messages = types.MethodType(_batch_drain(self, set(topic.topics)), consumer)
-
-
-def _batch_drain(tap: BatchTap, names: set[str]) -> Any:
-    """Consumer._drain_messages of faust-streaming 0.15.3, handing a fetched batch of the
-    ``names`` topics to ``tap`` in one call (others still go message by message)."""
-
-    async def drain(consumer: Any, fetcher: Any) -> None:
-        consumer_stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
-        read_offset = consumer._read_offset
-        acks_enabled_for = consumer.app.topics.acks_enabled_for
-        try:
-            while not (consumer_stopped() or fetcher_stopped()):
-                await consumer.sleep(0)
-                if consumer.should_stop:
-                    continue
-                batch: list[Any] = []
-                others: list[Any] = []
-                async for tp, message in consumer.getmany(timeout=1.0):
-                    offset, r_offset = message.offset, read_offset[tp]
-                    if r_offset is not None and offset < r_offset:
-                        continue
-                    if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(tp.topic):
-                        await consumer._add_gap(tp, r_offset + 1, offset)
-                    read_offset[tp] = offset
-                    (batch if tp.topic in names else others).append(message)
-                every = consumer._commit_every
-                if every is not None and consumer._n_acked >= every:
-                    consumer._n_acked = 0
-                    await consumer.commit()
-                for message in others:
-                    await consumer.wait_first(
-                        consumer.callback(message), consumer.suspend_flow.wait()
-                    )
-                if batch:
-                    await consumer.wait_first(tap.put(batch), consumer.suspend_flow.wait())
-        except (asyncio.CancelledError, *consumer.consumer_stopped_errors):
-            if not consumer.transport.app.should_stop:
-                raise
-
-    return drain
+        self.app.on_partitions_revoked.connect(self._forget_revoked)
 
 
 def run_child(spec: dict[str, Any]) -> None:
@@ -174,7 +96,8 @@ def run_child(spec: dict[str, Any]) -> None:
     settings = load_settings()
     asyncio.set_event_loop(asyncio.new_event_loop())
     with mock.patch.object(faust, "App") as fake:  # the scorer's arguments, not a copy
-        scorer_app.create_app(settings, load_config(settings.scoring_config), set())
+        as_agent = settings.model_copy(update={"ingest": "agent"})
+        scorer_app.create_app(as_agent, load_config(settings.scoring_config), set())
     app_args, app_kwargs = fake.call_args
     topic_args, topic_kwargs = fake.return_value.topic.call_args
     agent_kwargs = fake.return_value.agent.call_args.kwargs
@@ -209,7 +132,6 @@ def run_child(spec: dict[str, Any]) -> None:
         if path == "conductor":
             tap.install_on_conductor(topic)
         else:
-            tap.install_on_drain(topic)
+            tap.install(topic)
         app.task(tap.run)
-        app.on_partitions_revoked.connect(tap.forget_revoked)
     faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()

@@ -111,7 +111,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("scoring: apply_event", ("apply_event (",)),
     ("sweep scoring: evaluate_due", ("evaluate_due (",)),
     ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
-    ("alerts: publish to Kafka + XDEL outbox", ("Publisher.publish (", "Runtime.deliver_alerts (")),
+    ("alerts: publish to Kafka + XDEL outbox", ("Publisher.publish (", "AlertDelivery._run (")),
     ("ack: stream.ack per event", ("Stream.ack (",)),
     ("Record + inflight bookkeeping (_record)", ("_record (streams/app.py",)),
     ("event-time buffer", ("EventTimeBuffer.",)),

@@ -169,7 +169,11 @@ def throughput(ctx: Context, rep: int) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     out["full_scorer"] = scorer_run(ctx, f"{inputs}-one", inputs, 1, expected)
     out["full_scorer"]["publish_events_per_s"] = round(expected / publish_s, 1)
+    out["full_scorer_agent"] = scorer_run(
+        ctx, f"{inputs}-agent", inputs, 1, expected, extra_env={"ENGAGEMENT_INGEST": "agent"}
+    )
     ceilings = [
+        ("batches", "faust_batches_ack", "asyncio"),
         ("noack_take", "faust_noack_take_ack", "asyncio"),
         ("take", "faust_take", "asyncio"),
     ]
@@ -202,10 +206,11 @@ def scorer_run(
     workers: int,
     expected: int,
     module: str = "streams.cli worker",
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start ``workers`` scorer workers on the published topics and time them from the
     first scored event to the last, from engagement_events_total on their /metrics."""
-    env = ctx.env(name, inputs, f"{inputs}.{name.rpartition('-')[2]}")
+    env = {**ctx.env(name, inputs, f"{inputs}.{name.rpartition('-')[2]}"), **(extra_env or {})}
     procs = [ctx.procs.worker(f"{name}{i}", env, module) for i in range(workers)]
     try:
         return _measure_scorer(ctx, procs, expected)

@@ -93,9 +93,11 @@ def run_faust(spec: dict[str, Any]) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
-    # Capture the arguments create_app gives Faust, so the ceiling runs the same app.
+    # Capture the arguments create_app gives Faust, so the ceiling runs the same app (on
+    # the agent path, to capture the agent's arguments too).
     with mock.patch.object(faust, "App") as fake:
-        scorer_app.create_app(settings, load_config(settings.scoring_config), set())
+        as_agent = settings.model_copy(update={"ingest": "agent"})
+        scorer_app.create_app(as_agent, load_config(settings.scoring_config), set())
     app_args, app_kwargs = fake.call_args
     topic_args, topic_kwargs = fake.return_value.topic.call_args
     agent_kwargs = fake.return_value.agent.call_args.kwargs
@@ -123,7 +125,21 @@ def run_faust(spec: dict[str, Any]) -> None:
             progress.assign()
 
     app.on_partitions_assigned.connect(on_assigned)
-    app.agent(topic, **agent_kwargs)(noack_take if mode == "noack_take" else take)
+    if mode == "batches":
+        # The scorer's own path (streams/batches.py), doing nothing but acknowledge.
+        from streams.batches import BatchReader
+
+        async def ack_all(messages: list[Any]) -> None:
+            at = time.time()
+            for m in messages:
+                app.consumer.ack(m)
+            progress.batch(len(messages), at)
+
+        reader = BatchReader(app, size, within, ack_all)
+        reader.install(topic)
+        app.task(reader.run)
+    else:
+        app.agent(topic, **agent_kwargs)(noack_take if mode == "noack_take" else take)
     faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
 
 

@@ -6,9 +6,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from scoring.config import ScoringConfig
 from streams import metrics
 from streams.acks import InOrderAcks
+from streams.batches import BatchReader, drain_is_known
+from streams.delivery import AlertDelivery
 from streams.intake import Record
 from streams.positions import (
     EXIT_STATE_LOST,
@@ -45,10 +47,12 @@ class Runtime:
     scorer: Scorer
     publisher: Publisher
     positions: Positions
+    alerts: AlertDelivery
     # Outbox entries seen by the previous relay pass, per shard.
     outbox_seen: dict[int, set[str]] = field(default_factory=dict)
-    # The agent's stream and its unacknowledged events, acknowledged in offset order.
-    stream: Any = None
+    # Acknowledges a record's token (a Faust event or message) once reading has started;
+    # the tokens of records read and not acknowledged yet wait in ``acks``.
+    ack: Callable[[Any], Awaitable[Any]] | None = None
     acks: InOrderAcks = field(default_factory=InOrderAcks)
     # Highest dead-lettered or rerouted offset per partition not yet recorded in Redis.
     delivered: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -65,12 +69,14 @@ class Runtime:
         return shards
 
     async def finish(self, outcome: BatchOutcome) -> None:
-        """Deliver a batch's outputs, then acknowledge the records it is done with: the
-        consumer never commits past a record whose effects are not all delivered."""
+        """Deliver a batch's dead letters and reroutes, then acknowledge the records it is
+        done with: the consumer never commits past a record whose effects are not all
+        delivered or, for alerts, committed to the outbox (sent in the background)."""
         await self.publisher.publish(dead_letters=outcome.dead_letters, reroutes=outcome.reroutes)
-        await self.deliver_alerts(outcome.alerts)
-        for event in self.acks.finish(outcome.done):
-            await self.stream.ack(event)
+        await self.alerts.submit(outcome.alerts)
+        assert self.ack is not None, "records are finished only once reading has started"
+        for token in self.acks.finish(outcome.done):
+            await self.ack(token)
         await self.record_delivered(outcome)
 
     async def record_delivered(self, outcome: BatchOutcome) -> None:
@@ -94,13 +100,20 @@ class Runtime:
     async def finish_batch(self, records: Sequence[Record]) -> None:
         await self.finish(await self.scorer.process(records))
 
+    async def score(self, messages: Sequence[Any], tokens: Sequence[Any]) -> None:
+        """Score the records of ``messages``; ``tokens`` acknowledge them, one each."""
+        started = time.perf_counter()
+        records = []
+        for message, token in zip(messages, tokens, strict=True):
+            record = _record(message)
+            self.acks.read(record, token)
+            records.append(record)
+        await _stop_if_state_lost(self.finish_batch(records))
+        metrics.BATCH_EVENTS.observe(len(records))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
     async def finish_release(self) -> None:
         await self.finish(await self.scorer.release())
-
-    async def deliver_alerts(self, entries: Sequence[OutboxEntry]) -> None:
-        if entries:
-            await self.publisher.publish(alerts=entries)
-            await self.scorer.retrying(lambda: self.store.delete_outbox(entries))
 
 
 def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[str]) -> Runtime:
@@ -131,7 +144,15 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     scorer = Scorer.for_settings(settings, store, config, aligned_topics)
     publisher = Publisher.for_settings(settings)
     positions = Positions(store, settings.partitions)
-    rt = Runtime(settings, app, client, store, scorer, publisher, positions)
+
+    async def send_alerts(entries: Sequence[OutboxEntry]) -> None:
+        await publisher.publish(alerts=entries)
+
+    async def delete_sent(entries: Sequence[OutboxEntry]) -> None:
+        await scorer.retrying(lambda: store.delete_outbox(entries))
+
+    alerts = AlertDelivery(send_alerts, delete_sent, settings.max_unsent_alerts)
+    rt = Runtime(settings, app, client, store, scorer, publisher, positions, alerts)
 
     def highwater(topic: str, partition: int) -> int | None:
         # Unknown (not fetched yet, or not assigned) counts as "records left to read": the
@@ -177,37 +198,20 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         partitions=settings.partitions,
     )
 
-    async def score(stream: Any) -> AsyncIterator[None]:
-        rt.stream = stream
-        async for events in stream.noack_take(
-            settings.batch_max_events, within=settings.batch_within_s
-        ):
-            started = time.perf_counter()
-            records = []
-            for e in events:
-                record = _record(e.message)
-                rt.acks.read(record, e)
-                records.append(record)
-            await _stop_if_state_lost(rt.finish_batch(records))
-            metrics.BATCH_EVENTS.observe(len(records))
-            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-            yield None
+    _read_inputs(rt, inputs)
 
     async def release_waiting() -> None:
         """Score events the event clock has passed since the last batch arrived."""
-        if rt.stream is not None:
+        if rt.ack is not None:
             await _stop_if_state_lost(rt.finish_release())
 
     app.timer(settings.sweep_interval_s)(release_waiting)
-
-    # concurrency=1: with more, Faust can commit past a batch still in flight.
-    app.agent(inputs, name="score", concurrency=1)(score)
 
     async def sweep() -> None:
         shards = rt.owned_shards()
         while True:
             entries, swept = await _stop_if_state_lost(scorer.sweep(shards, settings.sweep_batch))
-            await rt.deliver_alerts(entries)
+            await rt.alerts.submit(entries)
             if swept < settings.sweep_batch:
                 break
 
@@ -226,18 +230,20 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
 
     async def relay_outbox() -> None:
         """Publish alerts left in the outbox by a worker that died before sending them.
-        An entry is sent once it has been seen by two passes, so alerts the agent is
-        delivering right now are left to it."""
+        Entries this worker is sending are skipped; others are sent once seen by two
+        passes, so a worker that committed them a moment ago (the shard's previous owner,
+        during a rebalance) has the time to send them itself."""
         shards = rt.owned_shards()
         if not shards:
             return
         pending = await scorer.retrying(lambda: store.pending_outbox(shards, 10_000))
+        pending = [e for e in pending if not rt.alerts.is_unsent(e)]
         stale = [e for e in pending if e.entry_id in rt.outbox_seen.get(e.shard, set())]
         rt.outbox_seen = {}
         for e in pending:
             rt.outbox_seen.setdefault(e.shard, set()).add(e.entry_id)
         if stale:
-            await rt.deliver_alerts(stale)
+            await rt.alerts.submit(stale)
             metrics.OUTBOX_RELAYED.inc(len(stale))
 
     app.timer(settings.outbox_relay_interval_s)(relay_outbox)
@@ -276,6 +282,60 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     return rt
 
 
+def _read_inputs(rt: Runtime, inputs: Any) -> None:
+    """Feed the input topics to ``rt.score``: whole fetched batches when the installed
+    faust-streaming is the one streams/batches.py was written for, else Faust's agent."""
+    app, settings = rt.app, rt.settings
+    if settings.ingest == "batches" and not drain_is_known():
+        log.warning(
+            "this faust-streaming is not the version streams/batches.py replaces a method "
+            "of; reading through Faust's agent instead (slower)"
+        )
+    if settings.ingest == "batches" and drain_is_known():
+        metrics.INGEST_PATH.labels("batches").set(1)
+
+        async def ack_message(message: Any) -> bool:
+            return bool(app.consumer.ack(message))
+
+        async def handle(messages: list[Any]) -> None:
+            try:
+                await rt.score(messages, messages)
+            except Exception:
+                # The fetch loop would wait for this reader for ever: stop as a crash
+                # would, and let the supervisor start the worker again.
+                log.critical("scoring failed; exiting", exc_info=True)
+                _exit(1)
+
+        reader = BatchReader(app, settings.batch_max_events, settings.batch_within_s, handle)
+        reader.install(inputs)
+
+        async def read_batches() -> None:
+            rt.ack = ack_message
+            await reader.run()
+
+        app.task(read_batches)
+        return
+
+    metrics.INGEST_PATH.labels("agent").set(1)
+
+    async def score(stream: Any) -> AsyncIterator[None]:
+        rt.ack = stream.ack
+        async for events in stream.noack_take(
+            settings.batch_max_events, within=settings.batch_within_s
+        ):
+            await rt.score([e.message for e in events], events)
+            yield None
+
+    # concurrency=1: with more, Faust can commit past a batch still in flight.
+    app.agent(inputs, name="score", concurrency=1)(score)
+
+
+def _exit(code: int) -> NoReturn:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(code)
+
+
 async def _stop_if_state_lost(work: Awaitable[T]) -> T:
     """Redis lost writes under this worker: what it has read ahead of Redis must be read
     again, which only a fresh assignment (positioned from Redis) does safely. Stop at once,
@@ -284,9 +344,7 @@ async def _stop_if_state_lost(work: Awaitable[T]) -> T:
         return await work
     except StateLost as exc:
         log.critical("%s; exiting (%d) to resume from what Redis holds", exc, EXIT_STATE_LOST)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(EXIT_STATE_LOST)
+        _exit(EXIT_STATE_LOST)
 
 
 def _record(message: Any) -> Record:

@@ -43,6 +43,21 @@ OUTBOX_RELAYED = Counter(
     "Alerts published from the outbox by the relay (after a crash or a failed send).",
     [],
 )
+ALERTS_UNSENT = Gauge(
+    "engagement_alerts_unsent",
+    "Alerts committed to the outbox and not yet acknowledged by Kafka in this worker.",
+)
+ALERT_BACKPRESSURE = Counter(
+    "engagement_alert_backpressure_total",
+    "Times scoring waited because too many alerts were unsent (broker down or slow).",
+    [],
+)
+INGEST_PATH = Gauge(
+    "engagement_ingest_path",
+    "1 for the path input records are read through: batches (streams/batches.py) or agent "
+    "(Faust's per-message path, also the fallback for an unknown faust-streaming).",
+    ["path"],
+)
 OWNED_SHARDS = Gauge("engagement_owned_shards", "State shards this worker owns now.")
 WATERMARK = Gauge(
     "engagement_event_clock_seconds",

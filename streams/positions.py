@@ -145,6 +145,12 @@ class Positions:
                     f"{mine} there: Redis lost writes"
                 )
 
+    def rely_on_applied(self, topic: str, partition: int, applied: int) -> None:
+        """From now on, Redis holding less than ``applied`` for the partition means it lost
+        writes this worker relies on (see :class:`GuardedStore`)."""
+        if isinstance(self.store, GuardedStore):
+            self.store.rely_on(meta_shard(partition, self.shards), topic, partition, applied)
+
     async def applied_and_done(
         self, partitions: Collection[TP]
     ) -> dict[TP, tuple[int | None, int | None]]:
@@ -196,6 +202,12 @@ def install_repositioning(
         for tp in assigned:
             committed = committed_offsets.get(tp)
             applied, done = stored[(tp.topic, tp.partition)]
+            if applied is not None:
+                # Resuming here relies on Redis keeping what it holds now: should it later
+                # hold less (an AOF rollback under this worker), the records in between
+                # would never be read again, so that counts as a loss too, even if this
+                # worker committed none of them itself.
+                positions.rely_on_applied(tp.topic, tp.partition, applied)
             offset = start_offset(committed, applied, done)
             if offset is None or offset == committed:
                 continue
@@ -237,6 +249,12 @@ class GuardedStore(StateStore):
                 for name, offset in write.offsets.items():
                     mine[name] = max(mine.get(name, -1), offset)
         return result
+
+    def rely_on(self, shard: int, topic: str, partition: int, applied: int) -> None:
+        """Count ``applied`` as committed here: this worker resumed after it."""
+        mine = self.committed_here.setdefault(shard, {})
+        name = offset_field(topic, partition)
+        mine[name] = max(mine.get(name, -1), applied)
 
     def check(self, view: ShardView, committed: Mapping[str, int]) -> None:
         """Raise :class:`StateLost` if ``view`` holds less than ``committed`` (what this

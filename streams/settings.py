@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     # Event clock: how many read events may wait for slower partitions before the oldest
     # are applied anyway (bounding memory at the cost of strict event-time order).
     max_held_events: int = Field(default=200_000, ge=1)
+    # Alerts committed but not yet acknowledged by Kafka beyond which scoring waits (they
+    # are safe in the outbox meanwhile; the bound keeps a worker's memory bounded while
+    # the broker is down or slow).
+    max_unsent_alerts: int = Field(default=10_000, ge=1)
+    # How records reach the scorer: "batches" hands each fetched batch over in one call
+    # (streams/batches.py; needs the faust-streaming it was written for, else "agent");
+    # "agent" is Faust's own per-message path, several times slower.
+    ingest: Literal["batches", "agent"] = "batches"
 
     scoring_config: Path | None = None
     # BG/NBD and Gamma-Gamma parameters written by `engagement model fit` (JSON); without

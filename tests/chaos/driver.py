@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
+from alert_readers import AlertReaderFigures, AlertReaders
 from fleet import Fleet
 from invariants import (
     Findings,
@@ -80,6 +81,9 @@ class Report:
     kills_with_work_in_flight: int = 0
     findings: Findings = field(default_factory=Findings)
     took_s: float = 0.0
+    # From the first worker's start until Redis had applied (or recorded done) every input.
+    applied_all_s: float = 0.0
+    alert_readers: AlertReaderFigures | None = None
     max_rss_mib: float = 0.0
     rss_samples: list[tuple[float, float]] = field(default_factory=list)
 
@@ -120,7 +124,8 @@ class Run:
         self.total = len(workload.valid) + len(workload.poison)
         self.loss_window = False
         self.rng = random.Random(7)
-        self.started = time.monotonic()
+        self.started = self.scoring_started = time.monotonic()
+        self.alert_readers: AlertReaders | None = None
 
     @property
     def input_tps(self) -> list[TP]:
@@ -229,6 +234,9 @@ class Run:
                     frontier = await self.frontier()
                 except (KafkaError, redis.exceptions.RedisError, OSError):
                     continue  # a fault is in progress
+                applied = sum(o + 1 for o in frontier.values())
+                if applied >= self.total and not self.report.applied_all_s:
+                    self.report.applied_all_s = round(time.monotonic() - self.scoring_started, 1)
                 ahead = offsets_ahead(committed, frontier, self.poison_at)
                 if self.loss_window:
                     self.loss_window = bool(ahead)  # over once Kafka follows Redis again
@@ -238,6 +246,17 @@ class Run:
             await consumer.stop()
 
     # -- faults -------------------------------------------------------------------------
+
+    async def start_alert_readers(self, pause_s: float) -> AlertReaders:
+        """Slow and stalled consumers of the alert topics, until the run ends."""
+        s = self.settings
+        self.alert_readers = AlertReaders(
+            self.broker.bootstrap, [s.topic_churn_risk, s.topic_interventions],
+            self.scale.partitions, s.app_id, pause_s,
+        )  # fmt: skip
+        await self.alert_readers.start()
+        self.report.faults.append(f"alert topics read 1 record/{pause_s:.2f}s; 1 reader stalled")
+        return self.alert_readers
 
     async def recovered(self, since: float) -> None:
         """Record how long after ``since`` the applied state moved on again."""
@@ -326,6 +345,7 @@ class Run:
         # still being written can apply an event before an earlier one of another topic
         # (see RELIABILITY.md), and the truth is an offline fold of the whole history.
         await self.publish()
+        self.scoring_started = time.monotonic()
         self.fleet.start("w1")
         await self.fleet.wait_cover(self.scale.partitions, 120)
         supervisor = asyncio.create_task(self.fleet.supervise())
@@ -337,6 +357,8 @@ class Run:
             for task in (supervisor, monitor):
                 task.cancel()
             await asyncio.gather(supervisor, monitor, return_exceptions=True)
+            if self.alert_readers is not None:
+                self.report.alert_readers = await self.alert_readers.stop()
             self.report.exits = list(self.fleet.exits)
             self.report.took_s = round(time.monotonic() - self.started, 1)
             await asyncio.to_thread(self.fleet.stop_all)

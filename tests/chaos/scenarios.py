@@ -43,6 +43,16 @@ async def poison_only(run: Run) -> None:
     """No fault: the malformed messages interleaved in every workload are the only test."""
 
 
+async def slow_alert_consumers(run: Run) -> None:
+    """Downstream consumers of the alert topics that fall behind for the whole run: one
+    group handling an alert per 50 ms, one member stalled after its first fetch. Scoring
+    shares only the broker with them: compare the report's applied_all_s with the poison
+    scenario's, and the slow group's lag when every input was applied."""
+    readers = await run.start_alert_readers(pause_s=0.05)
+    await run.progress_at_least(1.0)
+    await readers.note_applied_all()
+
+
 async def combined(run: Run) -> None:
     await run.progress_at_least(0.1)
     await run.kill()
@@ -82,6 +92,7 @@ FULL: dict[str, Schedule] = {
     "redis-aof-loss": redis_rollback,
     "broker-restart": broker_restart,
     "poison": poison_only,
+    "slow-alert-consumers": slow_alert_consumers,
     "combined": combined,
 }
 REDUCED: dict[str, Schedule] = {"reduced": reduced}

@@ -53,3 +53,6 @@ async def test_invariants_hold_after_faults(
     # Every alert arrived, from states built of every event exactly once.
     assert report.findings.alerts_received >= report.findings.alerts_expected > 0
     assert report.findings.customers == len(truth.states)
+    if (readers := report.alert_readers) is not None:
+        # The slow and the stalled reader really read alerts while the workers scored.
+        assert not readers.errors and readers.slow_read > 0 and readers.stalled_read > 0, readers

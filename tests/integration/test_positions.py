@@ -19,6 +19,7 @@ from worker_harness import (
 )
 
 from streams.intake import shard_of
+from streams.positions import EXIT_STATE_LOST
 from streams.services import Endpoints
 from streams.settings import Settings
 from streams.store import StateStore
@@ -55,6 +56,23 @@ async def _restore(client: aioredis.Redis, namespace: str, snapshot: dict[bytes,
         await client.restore(key, 0, dumped)
 
 
+def _page_views(s: Settings, customer: str, shard: int, first: int, count: int) -> list[Outgoing]:
+    return [
+        (s.topic_clickstream, customer, event(f"v{i}", customer, i / 24, "page_view"), shard)
+        for i in range(first, first + count)
+    ]
+
+
+def _has_events(
+    store: StateStore, shard: int, customer: str, n: int
+) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        state = await store.customer(shard, customer)
+        return state is not None and state.count("events") == n
+
+    return check
+
+
 async def test_events_lost_by_redis_are_read_again_though_kafka_committed_past_them(
     endpoints: Endpoints, test_token: str, tmp_path: Path
 ) -> None:
@@ -65,20 +83,13 @@ async def test_events_lost_by_redis_are_read_again_though_kafka_committed_past_t
     tp = TopicPartition(s.topic_clickstream, shard)
 
     def views(first: int, count: int) -> list[Outgoing]:
-        return [
-            (s.topic_clickstream, grace, event(f"v{i}", grace, i / 24, "page_view"), shard)
-            for i in range(first, first + count)
-        ]
+        return _page_views(s, grace, shard, first, count)
 
     client = aioredis.from_url(endpoints.redis_url)
     store = StateStore(client, s.namespace)
 
     def has_events(n: int) -> Callable[[], Awaitable[bool]]:
-        async def check() -> bool:
-            state = await store.customer(shard, grace)
-            return state is not None and state.count("events") == n
-
-        return check
+        return _has_events(store, shard, grace, n)
 
     async def committed_to(offset: int) -> None:
         async def done() -> bool:
@@ -161,5 +172,50 @@ async def test_a_partition_ending_in_dead_letters_is_not_read_again_after_a_rest
             assert worker.metric("engagement_deadletter_total") == 0  # none read again
         seen = await consume_until(s.kafka_bootstrap, [s.topic_deadletter], dead_letters(30), 30)
         assert len(seen) == 30
+    finally:
+        await client.aclose()
+
+
+async def test_redis_losing_writes_a_worker_resumed_after_makes_it_stop_and_resume_again(
+    endpoints: Endpoints, test_token: str, tmp_path: Path
+) -> None:
+    """The worker did not apply the lost records itself (a previous owner did, before it
+    was assigned the partition): it still relied on them to resume past them, so it must
+    stop rather than read on and never see them again."""
+    env = worker_env(endpoints, test_token, tmp_path, ENGAGEMENT_CLOCK="wall")
+    s = settings_of(env)
+    grace = "grace"
+    shard = shard_of(grace, PARTITIONS)
+
+    def views(first: int, count: int) -> list[Outgoing]:
+        return _page_views(s, grace, shard, first, count)
+
+    client = aioredis.from_url(endpoints.redis_url)
+    store = StateStore(client, s.namespace)
+
+    def has_events(n: int) -> Callable[[], Awaitable[bool]]:
+        return _has_events(store, shard, grace, n)
+
+    try:
+        with running_workers(env, 1, tmp_path):
+            await produce(s.kafka_bootstrap, views(0, 10))
+            await poll(has_events(10), 30, "the first 10 events applied")
+            older = await _snapshot(client, s.namespace)
+            await produce(s.kafka_bootstrap, views(10, 15))
+            await poll(has_events(25), 30, "all 25 events applied")
+
+        with running_workers(env, 1, tmp_path) as (resumed,):
+            # It resumed at offset 25 and applies nothing; now Redis loses 15 records.
+            await _restore(client, s.namespace, older)
+
+            async def stopped() -> bool:
+                return resumed.process.poll() is not None
+
+            await poll(stopped, 30, "the resumed worker stopping")
+            assert resumed.process.returncode == EXIT_STATE_LOST, resumed.log_tail()
+
+        with running_workers(env, 1, tmp_path):
+            await produce(s.kafka_bootstrap, views(25, 1))
+            await poll(has_events(26), 60, "the 15 lost events read again, and a new one")
     finally:
         await client.aclose()

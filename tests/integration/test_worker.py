@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -44,10 +45,11 @@ def _customer_on_shard(shard: int, prefix: str) -> str:
     )
 
 
+@pytest.mark.parametrize("ingest", ["batches", "agent"])
 async def test_scores_events_and_dead_letters_bad_input(
-    endpoints: Endpoints, test_token: str, tmp_path: Path
+    endpoints: Endpoints, test_token: str, tmp_path: Path, ingest: str
 ) -> None:
-    env = worker_env(endpoints, test_token, tmp_path)
+    env = worker_env(endpoints, test_token, tmp_path, ENGAGEMENT_INGEST=ingest)
     s = settings_of(env)
     alice, bob = "alice", "bob"
     records = [
@@ -72,6 +74,7 @@ async def test_scores_events_and_dead_letters_bad_input(
             s.kafka_bootstrap, [s.topic_deadletter], lambda seen: len(seen) >= 4
         )
         wait_for(lambda: worker.metric("engagement_deadletter_total") == 4, 30, "metric", worker)
+        assert worker.metric("engagement_ingest_path", path=ingest) == 1
 
     intervention = orjson.loads(alerts[0].value)
     assert intervention["kind"] == "detractor_feedback"
