@@ -121,12 +121,13 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 SWEEP_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("due customers: ZRANGEBYSCORE per shard", ("StateStore.due_customers (",)),
-    ("read: MGET + CustomerState.from_bytes", ("StateStore.read (",)),
+    ("read: MGET", ("StateStore.read_stored (", "StateStore.read (")),
+    ("decode the stored states", ("decode (",)),
     ("commit: to_bytes, script arguments, EVALSHA", ("StateStore.commit (",)),
-    ("settle: bisection for the exact check time", ("settle (",)),
+    ("settle: bisection for the exact check time", ("settle (", "exact_check_at (")),
     ("churn evaluation at the due time (+ alerts)", ("_evaluate_churn (",)),
     ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
-    ("rest of evaluate_due / Scorer._sweep", ("evaluate_due (", "Scorer._sweep (")),
+    ("rest of sweep_due / Scorer._sweep", ("sweep_due (", "_sweep_shard (", "Scorer._sweep (")),
 )
 # Functions whose inclusive share inside an anchor function the summary lists.
 INSIDE: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -195,6 +195,24 @@ def encode(state: CustomerState) -> bytes:
     return b"".join(parts)
 
 
+_CHECK_AT = struct.Struct("<d")
+_CHECK_OFFSET = _HEAD.size - _CHECK_AT.size  # next_check_at: the header's last field
+
+
+def with_exact_check(raw: bytes, next_check_at: float | None) -> bytes | None:
+    """``encode(decode(raw).evolve(next_check_at=..., check_exact=True))`` without the
+    decode and encode: the sweeper settles most due customers, whose check time alone
+    moves (encoding is a function of the values, so only those bytes change). None for a
+    state in the JSON form, which is re-encoded instead."""
+    if raw[:1] != bytes((VERSION,)) or len(raw) < _HEAD.size:
+        return None
+    patched = bytearray(raw)
+    patched[1] |= _F_EXACT
+    check = math.nan if next_check_at is None else next_check_at
+    _CHECK_AT.pack_into(patched, _CHECK_OFFSET, check)
+    return bytes(patched)
+
+
 def _decode_json(raw: bytes) -> CustomerState:
     # The JSON form stored before this encoding: still read, so an upgrade loses nothing;
     # the next commit writes the state back in the compact form.

@@ -23,6 +23,7 @@ from schemas.alerts import (
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.config import ScoringConfig, Severity
 from scoring.features import fold
+from scoring.schedule import exact_check_at
 from scoring.scores import (
     LEVEL_NAMES,
     alive_probability,
@@ -31,7 +32,7 @@ from scoring.scores import (
     engagement_score,
 )
 from scoring.state import DAY_S, CustomerState, event_digest
-from scoring.thresholds import decide_churn, earliest_check_at, next_check_at, threshold_of
+from scoring.thresholds import decide_churn, earliest_check_at, threshold_of
 from scoring.value import customer_clv, moved_up, tier_of, tier_reasons
 
 Alert = ChurnRiskAlert | InterventionAlert
@@ -57,6 +58,16 @@ def evaluate_due(
     state: CustomerState, now: float, emitted_at: float, config: ScoringConfig
 ) -> Outcome:
     """Run every inactivity check that fell due up to ``now``, each at its own due time."""
+    return sweep_due(state, now, emitted_at, config)[0]
+
+
+def sweep_due(
+    state: CustomerState, now: float, emitted_at: float, config: ScoringConfig
+) -> tuple[Outcome, bool]:
+    """``evaluate_due``, and whether a check ran. When none did, the state differs from
+    the given one at most in ``next_check_at`` and ``check_exact``: the sweeper settles
+    most due customers that way, and then needs neither to encode the state again nor to
+    count it in the KPIs."""
     alerts: list[Alert] = []
     checked = None
     while (due := state.next_check_at) is not None and due <= now:
@@ -75,14 +86,14 @@ def evaluate_due(
         recent = {d: seen for d, seen in state.recent_events.items() if seen >= horizon}
         if len(recent) != len(state.recent_events):
             state = state.evolve(recent_events=recent)
-    return Outcome(state=state, alerts=tuple(alerts))
+    return Outcome(state=state, alerts=tuple(alerts)), checked is not None
 
 
 def settle(state: CustomerState, config: ScoringConfig) -> CustomerState:
     """The state with its exact next check time, computed from the last evaluation."""
     if state.check_exact:
         return state
-    exact = next_check_at(state, state.evaluated_at, config)
+    exact = exact_check_at(state, state.evaluated_at, config)
     return state.evolve(next_check_at=exact, check_exact=True)
 
 
@@ -322,4 +333,5 @@ __all__ = [
     "apply_event",
     "evaluate_due",
     "settle",
+    "sweep_due",
 ]

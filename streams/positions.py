@@ -232,14 +232,17 @@ class GuardedStore(StateStore):
         # shard -> offset field -> highest offset this worker committed there
         self.committed_here: dict[int, dict[str, int]] = {}
 
-    async def read(self, wanted: Mapping[int, Sequence[str]]) -> dict[int, ShardView]:
-        # What was committed before the read is sent: a commit finishing while the read is
-        # in flight may or may not be in its reply.
+    async def read_stored(
+        self, wanted: Mapping[int, Sequence[str]]
+    ) -> dict[int, tuple[ShardView, dict[str, bytes]]]:
+        # Every read goes through here (``read`` decodes what this returns). What was
+        # committed before the read is sent: a commit finishing while the read is in
+        # flight may or may not be in its reply.
         before = {s: dict(self.committed_here.get(s, {})) for s in wanted}
-        views = await super().read(wanted)
-        for view in views.values():
+        stored = await super().read_stored(wanted)
+        for view, _ in stored.values():
             self.check(view, before.get(view.shard, {}))
-        return views
+        return stored
 
     async def commit(self, writes: Sequence[ShardWrite]) -> dict[int, list[str] | None]:
         result = await super().commit(writes)

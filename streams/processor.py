@@ -19,12 +19,13 @@ from typing import TypeVar
 import redis.exceptions
 
 from schemas.alerts import ChurnRiskAlert
+from scoring.codec import decode, with_exact_check
 from scoring.config import ScoringConfig
-from scoring.engine import Alert, apply_event, evaluate_due
+from scoring.engine import Alert, apply_event, sweep_due
 from scoring.state import CustomerState
 from streams import metrics
 from streams.intake import Decoder, Record, RejectedRecord, shard_of
-from streams.kpis import KpiDelta
+from streams.kpis import KpiDelta, day_of
 from streams.ordering import EventTimeBuffer, Scorable
 from streams.settings import Settings
 from streams.store import (
@@ -315,30 +316,73 @@ class Scorer:
         due = await self.store.due_customers(list(now_by_shard), now_by_shard, limit)
         if not due:
             return [], 0
-        views = await self.store.read(due)
-        writes: list[ShardWrite] = []
-        alerts: dict[int, list[Alert]] = {}
-        for shard, view in views.items():
-            write = ShardWrite(shard=shard, expected_epoch=view.epoch)
-            alerts[shard] = []
-            kpi = KpiDelta()
-            for customer_id, state in view.customers.items():
-                result = evaluate_due(state, now_by_shard[shard], wall_now, self.config)
-                write.states[customer_id] = result.state
-                kpi.add_evaluation(state, result.state, now_by_shard[shard])
-                alerts[shard].extend(result.alerts)
-            kpi.apply_to(write)
-            write.outbox = [self._outbox_triple(a) for a in alerts[shard]]
-            writes.append(write)
-            metrics.SWEPT.inc(len(view.customers))
-        committed = await self.store.commit(writes)
+        stored = await self.store.read_stored(due)
+        writes: dict[int, tuple[ShardWrite, list[Alert]]] = {}
+        commits: list[asyncio.Future[dict[int, list[str] | None]]] = []
+        try:
+            for shard, (view, blobs) in stored.items():
+                writes[shard] = self._sweep_shard(view, blobs, now_by_shard[shard], wall_now)
+                metrics.SWEPT.inc(len(blobs))
+                # Sent before the next shard is scored, so Redis runs this shard's script
+                # meanwhile (each shard's commit is atomic on its own).
+                commits.append(asyncio.ensure_future(self.store.commit([writes[shard][0]])))
+                await asyncio.sleep(0)
+        finally:
+            # Every commit sent is waited for, even when scoring a later shard failed.
+            replies = await asyncio.gather(*commits, return_exceptions=True)
+        committed: dict[int, list[str] | None] = {}
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+            committed.update(reply)
         entries: list[OutboxEntry] = []
         for shard, ids in committed.items():
             if ids is None:
                 metrics.COMMIT_CONFLICTS.inc()  # swept again on the next tick
                 continue
-            entries.extend(self._entries(shard, ids, alerts[shard]))
+            write, alerts = writes[shard]
+            # The outbox triples as committed: each alert's JSON is made once.
+            for entry_id, alert, (topic, key, value) in zip(ids, alerts, write.outbox, strict=True):
+                level = alert.level if isinstance(alert, ChurnRiskAlert) else alert.severity
+                metrics.ALERTS.labels(alert.kind, level).inc()
+                entries.append(OutboxEntry(shard, entry_id, topic, key, value))
         return entries, max(len(ids) for ids in due.values())
+
+    def _sweep_shard(
+        self, view: ShardView, blobs: dict[str, bytes], now: float, wall_now: float
+    ) -> tuple[ShardWrite, list[Alert]]:
+        """One shard's due customers evaluated at ``now`` (as stored: ``blobs``)."""
+        write = ShardWrite(shard=view.shard, expected_epoch=view.epoch)
+        states, encoded = write.states, write.encoded
+        alerts: list[Alert] = []
+        kpi = KpiDelta()
+        config = self.config
+        for customer_id, raw in blobs.items():
+            state = decode(raw)
+            result, checked = sweep_due(state, now, wall_now, config)
+            after = states[customer_id] = result.state
+            if checked:
+                kpi.add_evaluation(state, after, now)
+                alerts.extend(result.alerts)
+            elif after is state:
+                # Not due after all: written back as it is (an old JSON state is encoded
+                # in the compact form, as every commit does).
+                if raw[:1] != b"{":
+                    encoded[customer_id] = raw
+            else:
+                # Settled: only the check time moved, which no KPI counts and which the
+                # stored blob takes in place (or None: an old JSON state, encoded anew).
+                patched = with_exact_check(raw, after.next_check_at)
+                if patched is not None:
+                    encoded[customer_id] = patched
+        if blobs:
+            # What add_evaluation does for a customer whose counters did not move: the
+            # commit prunes day fields older than the retention before today (``now``).
+            day = day_of(now)
+            kpi.latest_day = day if kpi.latest_day is None else max(kpi.latest_day, day)
+        kpi.apply_to(write)
+        write.outbox = [self._outbox_triple(a) for a in alerts]
+        return write, alerts
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry while Redis is unreachable: nothing is acknowledged meanwhile, so Kafka

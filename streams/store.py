@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -99,6 +99,9 @@ class ShardWrite:
     shard: int
     expected_epoch: str
     states: dict[str, CustomerState] = field(default_factory=dict)
+    # Blobs of some of ``states`` already in their stored form (scoring/codec.py), sent
+    # as they are: the sweeper patches a stored blob whose check time alone moved.
+    encoded: dict[str, bytes] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
     # (topic, key, value) triples to append to the outbox with the state.
@@ -163,6 +166,17 @@ class StateStore:
 
     async def read(self, wanted: Mapping[int, Sequence[str]]) -> dict[int, ShardView]:
         """Meta and customer states of every shard in ``wanted``: one round trip."""
+        decode = CustomerState.from_bytes
+        return {
+            shard: replace(view, customers={c: decode(b) for c, b in blobs.items()})
+            for shard, (view, blobs) in (await self.read_stored(wanted)).items()
+        }
+
+    async def read_stored(
+        self, wanted: Mapping[int, Sequence[str]]
+    ) -> dict[int, tuple[ShardView, dict[str, bytes]]]:
+        """Meta of every shard in ``wanted`` (views without customers) and its customers'
+        states as stored (scoring/codec.py), not decoded: one round trip."""
         pipe = self.client.pipeline(transaction=False)
         order: list[tuple[int, list[str]]] = []
         for shard, customer_ids in wanted.items():
@@ -176,15 +190,16 @@ class StateStore:
                 pipe.mget([keys.customer(c) for c in ids])
             order.append((shard, ids))
         replies: list[Any] = await pipe.execute()
-        views: dict[int, ShardView] = {}
+        out: dict[int, tuple[ShardView, dict[str, bytes]]] = {}
         it = iter(replies)
         for shard, ids in order:
             meta: dict[bytes, bytes] = next(it)
             blobs: list[bytes | None] = (
                 [next(it) for _ in ids] if self._cluster else (next(it) if ids else [])
             )
-            views[shard] = _view(shard, meta, ids, blobs)
-        return views
+            stored = {c: b for c, b in zip(ids, blobs, strict=True) if b is not None}
+            out[shard] = (_view(shard, meta), stored)
+        return out
 
     async def commit(self, writes: Sequence[ShardWrite]) -> dict[int, list[str] | None]:
         """Apply each shard's write atomically, all in one round trip.
@@ -280,17 +295,13 @@ def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _view(
-    shard: int, meta: dict[bytes, bytes], ids: list[str], blobs: list[bytes | None]
-) -> ShardView:
+def _view(shard: int, meta: dict[bytes, bytes]) -> ShardView:
     return ShardView(
         shard=shard,
         epoch=_text(meta.get(b"epoch", b"0")),
         offsets={_text(k): int(v) for k, v in meta.items() if k.startswith(b"o:")},
         marks={_text(k): float(v) for k, v in meta.items() if k.startswith(b"w:")},
-        customers={
-            c: CustomerState.from_bytes(b) for c, b in zip(ids, blobs, strict=True) if b is not None
-        },
+        customers={},
     )
 
 
@@ -300,7 +311,8 @@ def _commit_call(keys: ShardKeys, w: ShardWrite) -> tuple[list[str], list[bytes 
     for name, mark in w.marks.items():
         args.extend((name, repr(mark)))
     args.append(str(len(customer_ids)))
-    args.extend(w.states[c].to_bytes() for c in customer_ids)
+    encoded = w.encoded
+    args.extend(encoded.get(c) or w.states[c].to_bytes() for c in customer_ids)
     args.append(str(len(customer_ids)))
     for c in customer_ids:
         nxt = w.states[c].next_check_at

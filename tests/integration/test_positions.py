@@ -15,6 +15,7 @@ from worker_harness import (
     produce,
     running_workers,
     settings_of,
+    wait_for,
     worker_env,
 )
 
@@ -205,6 +206,9 @@ async def test_redis_losing_writes_a_worker_resumed_after_makes_it_stop_and_resu
             await poll(has_events(25), 30, "all 25 events applied")
 
         with running_workers(env, 1, tmp_path) as (resumed,):
+            # Faust says Ready once its first seeks (here: to offset 25) are done.
+            ready = "[^Worker]: Ready"
+            wait_for(lambda: ready in resumed.log.read_text(errors="replace"), 60, ready, resumed)
             # It resumed at offset 25 and applies nothing; now Redis loses 15 records.
             await _restore(client, s.namespace, older)
 

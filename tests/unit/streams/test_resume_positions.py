@@ -65,11 +65,13 @@ async def test_a_commit_finishing_while_a_read_is_in_flight_is_no_loss(
     store = GuardedStore(client=None, namespace="ns")
     store.committed_here = {2: {"o:clicks:2": 40}}
 
-    async def read_sent_before_a_commit(self: object, wanted: object) -> dict[int, ShardView]:
+    async def read_sent_before_a_commit(
+        self: object, wanted: object
+    ) -> dict[int, tuple[ShardView, dict[str, bytes]]]:
         store.committed_here[2]["o:clicks:2"] = 55  # the commit completes meanwhile
-        return {2: _view(2, {"o:clicks:2": 41})}  # the read saw the state before it
+        return {2: (_view(2, {"o:clicks:2": 41}), {})}  # the read saw the state before it
 
-    monkeypatch.setattr(StateStore, "read", read_sent_before_a_commit)
+    monkeypatch.setattr(StateStore, "read_stored", read_sent_before_a_commit)
     views = await store.read({2: []})
     assert views[2].applied_offset("clicks", 2) == 41
     store.committed_here[2]["o:clicks:2"] = 55

@@ -1,0 +1,188 @@
+"""Scorer.sweep writes what the plain sweep writes, byte for byte.
+
+The sweeper patches the stored blob of a customer whose check time alone moved and leaves
+such customers out of the KPI deltas (streams/processor.py ``_sweep_shard``). Compared
+here with the straightforward sweep -- decode every state, ``evaluate_due``, count every
+customer with ``KpiDelta.add_evaluation``, encode every state -- run on a copy of the same
+Redis data in another namespace: states, due schedule, KPI hash and outbox must be equal.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
+from scoring.config import load_config
+from scoring.engine import apply_event, evaluate_due
+from scoring.state import CustomerState
+from streams.intake import Decoder, shard_of
+from streams.kpis import KpiDelta
+from streams.processor import AlertTopics, Scorer
+from streams.services import Endpoints
+from streams.simulator import generate
+from streams.store import ShardWrite, StateStore
+
+CONFIG = load_config(None)
+SHARDS = 4
+START = datetime(2026, 1, 5, tzinfo=UTC)
+MODELS: dict[str, type[InputEvent]] = {
+    "clickstream": ClickstreamEvent,
+    "purchases": PurchaseEvent,
+    "feedback": FeedbackEvent,
+}
+
+
+@pytest.fixture
+async def client(endpoints: Endpoints) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(endpoints.redis_url)
+    yield client
+    await client.aclose()
+
+
+def simulated_states(customers: int, days: float) -> list[CustomerState]:
+    """Customers' states after ``days`` of simulated history, scored event by event."""
+    states: dict[str, CustomerState] = {}
+    events: dict[str, list[InputEvent]] = defaultdict(list)
+    for e in generate(customers, days, 3, START):
+        events[e.customer_id].append(MODELS[e.source].model_validate(e.payload))
+    for customer_id, history in events.items():
+        for event in sorted(history, key=lambda e: e.occurred_at):
+            t = event.occurred_at.timestamp()
+            states[customer_id] = apply_event(states.get(customer_id), event, t, t, CONFIG).state
+    return list(states.values())
+
+
+def legacy_json(state: CustomerState) -> bytes:
+    """The JSON form states were stored in before the compact encoding (still read)."""
+    return orjson.dumps(
+        {
+            "c": state.customer_id,
+            "L": state.landmark,
+            "d": state.decayed,
+            "n": state.counts,
+            "f": state.first_seen,
+            "l": state.last_seen,
+            "r": state.churn_risk,
+            "v": state.churn_level,
+            "a": state.churn_alerts,
+            "t": state.last_alert_at,
+            "x": state.next_check_at,
+            "k": state.check_exact,
+            "e": state.evaluated_at,
+            "i": state.recent_events,
+        }
+    )
+
+
+async def write_copy(
+    client: aioredis.Redis,
+    store: StateStore,
+    states: list[CustomerState],
+    legacy: list[str],
+    not_due: list[str],
+) -> None:
+    """The states through the commit script; some of them (``legacy``) stored in the JSON
+    form, and some (``not_due``) listed as due although their state says otherwise."""
+    by_shard: dict[int, dict[str, CustomerState]] = defaultdict(dict)
+    for s in states:
+        by_shard[shard_of(s.customer_id, SHARDS)][s.customer_id] = s
+    writes = [ShardWrite(shard=s, expected_epoch="0", states=c) for s, c in by_shard.items()]
+    assert all(ids is not None for ids in (await store.commit(writes)).values())
+    for customer_id in legacy:
+        old = next(s for s in states if s.customer_id == customer_id)
+        key = store.keys(shard_of(customer_id, SHARDS)).customer(customer_id)
+        await client.set(key, legacy_json(old))
+    for customer_id in not_due:
+        await client.zadd(store.keys(shard_of(customer_id, SHARDS)).due, {customer_id: 0.0})
+
+
+async def plain_sweep(store: StateStore, now: float) -> None:
+    """The reference: every due customer decoded, evaluated, counted and encoded."""
+    shards = list(range(SHARDS))
+    due = await store.due_customers(shards, dict.fromkeys(shards, now), 100_000)
+    writes = []
+    for shard, view in (await store.read(due)).items():
+        write = ShardWrite(shard=shard, expected_epoch=view.epoch)
+        kpi = KpiDelta()
+        for customer_id, state in view.customers.items():
+            result = evaluate_due(state, now, now, CONFIG)
+            write.states[customer_id] = result.state
+            kpi.add_evaluation(state, result.state, now)
+            write.outbox.extend(
+                ("churn", a.customer_id.encode(), a.model_dump_json().encode())
+                for a in result.alerts
+            )
+        kpi.apply_to(write)
+        writes.append(write)
+    assert all(ids is not None for ids in (await store.commit(writes)).values())
+
+
+async def contents(client: Any, store: StateStore) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for shard in range(SHARDS):
+        keys = store.keys(shard)
+        for key in await client.keys(f"{keys.prefix}:c:*"):
+            out[key.decode().split(":c:", 1)[1]] = await client.get(key)
+        out[f"due {shard}"] = await client.zrange(keys.due, 0, -1, withscores=True)
+        out[f"kpi {shard}"] = await client.hgetall(keys.kpi)
+        stream: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(keys.outbox)
+        out[f"outbox {shard}"] = [f[b"v"] for _, f in stream]
+    return out
+
+
+async def test_the_sweep_writes_what_the_plain_sweep_writes(
+    client: aioredis.Redis, namespace: str
+) -> None:
+    states = simulated_states(60, 45.0)
+    end = (START + timedelta(days=45)).timestamp()
+    silent = [evaluate_due(s, end, end, CONFIG).state for s in states]
+    # Far enough on that most cheap bounds are reached: some customers only move their
+    # check time (settled), some are evaluated and some of those alert.
+    now = end + 9 * 86_400.0
+    later = [s.customer_id for s in silent if s.next_check_at and s.next_check_at > now]
+    settling = [
+        s.customer_id
+        for s in silent
+        if not s.check_exact and s.next_check_at and s.next_check_at <= now and not s.spend
+    ]
+    # due and settled, or not due, each in the compact and in the old JSON form
+    legacy, not_due = [settling[0], later[0]], later[:2]
+    swept, plain = StateStore(client, f"{namespace}a"), StateStore(client, f"{namespace}b")
+    for store in (swept, plain):
+        await write_copy(client, store, silent, legacy, not_due)
+
+    scorer = Scorer(
+        swept,
+        Decoder("clicks", "purchases", "feedback"),
+        {"clicks", "purchases", "feedback"},
+        CONFIG,
+        AlertTopics("churn", "churn"),
+        shards=SHARDS,
+        clock="wall",
+        wall=lambda: now,
+    )
+    entries, most_per_shard = await scorer.sweep(list(range(SHARDS)), 100_000)
+    await plain_sweep(plain, now)
+
+    before = {s.customer_id: s for s in silent}
+    after = {
+        c: CustomerState.from_bytes(b)
+        for c, b in (await contents(client, swept)).items()
+        if not c.startswith(("due", "kpi", "outbox"))
+    }
+    settled = [
+        c
+        for c, s in after.items()
+        if s.evaluated_at == before[c].evaluated_at and s.next_check_at != before[c].next_check_at
+    ]
+    evaluated = [c for c, s in after.items() if s.evaluated_at != before[c].evaluated_at]
+    assert settled and evaluated and entries  # the cases this compares all happened
+    assert most_per_shard > 0
+    assert await contents(client, swept) == await contents(client, plain)
