@@ -123,6 +123,10 @@ class Run:
         self.poison_at: dict[TP, set[int]] = {}
         self.total = len(workload.valid) + len(workload.poison)
         self.loss_window = False
+        # When Redis came back from the last rollback: only a sample begun after it can
+        # tell that the workers have caught up (one in flight across it saw the old Redis).
+        self.rolled_back_at = 0.0
+        self.rollbacks = 0
         self.rng = random.Random(7)
         self.started = self.scoring_started = time.monotonic()
         self.alert_readers: AlertReaders | None = None
@@ -229,6 +233,7 @@ class Run:
                 for size in self.fleet.rss_mib().values():
                     self.report.rss_samples.append((time.monotonic() - self.started, size))
                     self.report.max_rss_mib = max(self.report.max_rss_mib, size)
+                sampled_at, rollbacks = time.monotonic(), self.rollbacks
                 try:
                     committed = await self.committed(consumer)
                     frontier = await self.frontier()
@@ -238,8 +243,13 @@ class Run:
                 if applied >= self.total and not self.report.applied_all_s:
                     self.report.applied_all_s = round(time.monotonic() - self.scoring_started, 1)
                 ahead = offsets_ahead(committed, frontier, self.poison_at)
+                if rollbacks != self.rollbacks:
+                    continue  # a rollback began while sampling: its two reads disagree
                 if self.loss_window:
-                    self.loss_window = bool(ahead)  # over once Kafka follows Redis again
+                    # Over once Kafka follows Redis again, seen by a sample begun after
+                    # Redis came back (not one that read the Redis of before the rollback).
+                    if not ahead and self.rolled_back_at and sampled_at > self.rolled_back_at:
+                        self.loss_window = False
                 else:
                     self.report.findings.offset_violations += ahead
         finally:
@@ -323,11 +333,12 @@ class Run:
         await self.progress_at_least(min(1.0, (before + 200) / self.total))
         await asyncio.sleep(1.0)
         lost = await self._safe(self.progress, before) - before
-        self.loss_window = True
+        self.loss_window, self.rolled_back_at = True, 0.0
+        self.rollbacks += 1
         self.redis.kill()
         await asyncio.to_thread(self.redis.roll_back, copy)
         await asyncio.to_thread(self.redis.start)
-        at = time.monotonic()
+        at = self.rolled_back_at = time.monotonic()
         self.report.faults.append(f"Redis rolled back (~{lost} applied records lost)")
         await self.recovered(at)
 
