@@ -128,7 +128,10 @@ def encode(state: CustomerState) -> bytes:
         state.first_purchase_day >= 0
         or state.purchase_days
         or state.products_bought
-        or (state.categories or state.clv or state.spend or state.purchase_day_bits)
+        or state.categories
+        or state.clv
+        or state.spend
+        or state.purchase_day_bits
     ):
         flags |= _F_BUYER
         buyer = _BUYER.pack(
@@ -147,7 +150,7 @@ def encode(state: CustomerState) -> bytes:
         or state.last_nps >= 0
         or state.last_play_day >= 0
         or state.items_seen
-        or (state.tier)
+        or state.tier
     ):
         flags |= _F_ACTIVITY
         activity = _ACTIVITY.pack(

@@ -4,25 +4,24 @@
 of churn_risk that grow in silence (``scoring.scores.rising_terms``) plus the current
 bad-experience term. The sweeper settles most due customers this way (their cheap lower
 bound was reached and the exact time turns out later), at 18 evaluations of those terms
-each, which made it the largest cost of a sweep. Here the terms are written out in the
-bisection loop, with everything that does not depend on the time read once. Every
-floating-point operation is the one the definition does, in the same order, so the time
-found is the same to the bit (tests/unit/scoring/test_scoring_schedule.py compares the
-two, and each value of the terms, on simulated customers with and without a BG/NBD fit).
+each, which made it the largest cost of a sweep. Here the bisection is the same one
+(``thresholds.check_time``) and the terms are a function with everything that does not
+depend on the time read once. Every floating-point operation is the one the definition
+does, in the same order, so the time found is the same to the bit
+(tests/unit/scoring/test_scoring_schedule.py compares the two, and each value of the
+terms, on simulated customers with and without a BG/NBD fit).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from scoring.config import ScoringConfig
 from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT
 from scoring.scores import recency_weight
 from scoring.state import DAY_S, CustomerState
-from scoring.thresholds import _CHECK_RESOLUTION_S, _bad_term, next_check_at, threshold_of
-
-# Which point the loop evaluates the terms at: the latest check, the earliest, a midpoint.
-_LATEST, _EARLIEST, _MIDPOINT = 0, 1, 2
+from scoring.thresholds import check_time, next_check_at
 
 
 def exact_check_at(
@@ -33,10 +32,25 @@ def exact_check_at(
 ) -> float | None:
     """``next_check_at(state, at, config)``, bit for bit; ``trace`` (for tests) receives
     each (time, rising_terms at that time) evaluated."""
-    t = config.churn.thresholds
-    level = state.churn_level
-    if level >= 2:
+    if state.churn_level >= 2:
         return None
+    rising = rising_terms_of(state, config)
+    if rising is None:
+        return next_check_at(state, at, config)  # which raises the model's error
+    if trace is not None:
+        fast = rising
+
+        def rising(when: float) -> float:
+            value = fast(when)
+            trace.append((when, value))
+            return value
+
+    return check_time(state, at, config, rising)
+
+
+def rising_terms_of(state: CustomerState, config: ScoringConfig) -> Callable[[float], float] | None:
+    """``lambda when: scores.rising_terms(state, when, config)``, with the per-customer
+    constants computed once; None for a state the BG/NBD model refuses (t_x < 0)."""
     c = config.churn
     # p_alive (scoring.model) when a fit applies to the customer: x, t_x and the parts of
     # the dropout odds that do not depend on the time
@@ -49,7 +63,7 @@ def exact_check_at(
         first = state.first_purchase_day * DAY_S
         t_x = (state.last_purchase_day - state.first_purchase_day) * DAY_S / unit
         if not t_x >= 0:
-            return next_check_at(state, at, config)  # which raises the model's error
+            return None
         odds_base = math.log(params.a) - math.log(params.b + x - 1)
         exponent = params.r + x
         alpha = params.alpha
@@ -67,20 +81,9 @@ def exact_check_at(
     momentum_weight = c.momentum_weight
     pow2, log, exp = math.pow, math.log, math.exp
 
-    target = threshold_of(level + 1, t)
-    bad_now = _bad_term(state, at, config)
-    earliest = at + _CHECK_RESOLUTION_S
-    cooldown_end = state.last_alert_at.get("churn_risk")
-    if cooldown_end is not None and level == 0:
-        earliest = max(earliest, cooldown_end + t.cooldown_days * DAY_S)
-    latest = at + t.max_check_interval_days * DAY_S
-    if earliest >= latest:
-        return earliest
-    lo, hi = earliest, latest
-    point, when = _LATEST, latest
-    while True:
-        # rising_terms(state, when, config); max() and min() keep their first argument
-        # unless the next compares strictly greater (smaller): the conditionals repeat it.
+    def rising(when: float) -> float:
+        # max() and min() keep their first argument unless the next compares strictly
+        # greater (smaller): the conditionals repeat that.
         silence = when - last_seen
         silent_days = (silence if silence > 0.0 else 0.0) / DAY_S
         recency = 1.0 - pow2(2.0, -silent_days / recency_days)
@@ -97,35 +100,16 @@ def exact_check_at(
                 clipped = ratio if ratio < 1.0 else 1.0
                 momentum = clipped if clipped > -1.0 else -1.0
                 falling = -momentum if -momentum > 0.0 else 0.0
-        if alive:
-            age = (when - first) / unit
-            big_t = age if age > t_x else t_x
-            log_odds = odds_base + exponent * (log(alpha + big_t) - log_alpha_t_x)
-            if log_odds > 0:
-                odds_inverse = exp(-log_odds)
-                p_alive = odds_inverse / (1.0 + odds_inverse)
-            else:
-                p_alive = 1.0 / (1.0 + exp(log_odds))
-            rising = recency_w * recency + alive_w * (1.0 - p_alive) + momentum_weight * falling
+        if not alive:
+            return recency_w * recency + 0.0 + momentum_weight * falling
+        age = (when - first) / unit
+        big_t = age if age > t_x else t_x
+        log_odds = odds_base + exponent * (log(alpha + big_t) - log_alpha_t_x)
+        if log_odds > 0:
+            odds_inverse = exp(-log_odds)
+            p_alive = odds_inverse / (1.0 + odds_inverse)
         else:
-            rising = recency_w * recency + 0.0 + momentum_weight * falling
-        if trace is not None:
-            trace.append((when, rising))
+            p_alive = 1.0 / (1.0 + exp(log_odds))
+        return recency_w * recency + alive_w * (1.0 - p_alive) + momentum_weight * falling
 
-        if point == _MIDPOINT:
-            if rising + bad_now >= target:
-                hi = when
-            else:
-                lo = when
-        elif point == _LATEST:
-            if rising + bad_now < target:
-                return latest
-            point, when = _EARLIEST, earliest
-            continue
-        else:
-            if rising + bad_now >= target:
-                return earliest
-            point = _MIDPOINT
-        if not hi - lo > _CHECK_RESOLUTION_S:
-            return float(int(hi) + 1)
-        when = (lo + hi) / 2.0
+    return rising

@@ -8,6 +8,7 @@ one alert per crossing, not one per event.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scoring.config import ChurnThresholds, ScoringConfig
@@ -138,6 +139,14 @@ def next_check_at(state: CustomerState, at: float, config: ScoringConfig) -> flo
     schedules the next one. The search is a bisection to one minute: deterministic, so
     inactivity alerts do not depend on when the sweeper happens to run.
     """
+    return check_time(state, at, config, lambda when: rising_terms(state, when, config))
+
+
+def check_time(
+    state: CustomerState, at: float, config: ScoringConfig, rising: Callable[[float], float]
+) -> float | None:
+    """:func:`next_check_at`'s search, on ``rising``: ``rising_terms`` of the state at a
+    time, or a function equal to it to the bit (the sweeper's, scoring/schedule.py)."""
     t = config.churn.thresholds
     if state.churn_level >= 2:
         return None
@@ -150,14 +159,14 @@ def next_check_at(state: CustomerState, at: float, config: ScoringConfig) -> flo
     latest = at + t.max_check_interval_days * DAY_S
     if earliest >= latest:
         return earliest
-    if rising_terms(state, latest, config) + bad_now < target:
+    if rising(latest) + bad_now < target:
         return latest
-    if rising_terms(state, earliest, config) + bad_now >= target:
+    if rising(earliest) + bad_now >= target:
         return earliest
     lo, hi = earliest, latest
     while hi - lo > _CHECK_RESOLUTION_S:
         mid = (lo + hi) / 2.0
-        if rising_terms(state, mid, config) + bad_now >= target:
+        if rising(mid) + bad_now >= target:
             hi = mid
         else:
             lo = mid

@@ -19,6 +19,7 @@ from streams.acks import InOrderAcks
 from streams.batches import BatchReader, drain_is_known
 from streams.delivery import AlertDelivery
 from streams.intake import Record
+from streams.kpis import GAUGE_REFRESH_S, KpiSource
 from streams.positions import (
     EXIT_STATE_LOST,
     GuardedStore,
@@ -42,7 +43,6 @@ class Runtime:
 
     settings: Settings
     app: Any  # faust.App: untyped library
-    redis: Any  # redis.asyncio.Redis or RedisCluster
     store: GuardedStore
     scorer: Scorer
     publisher: Publisher
@@ -89,9 +89,7 @@ class Runtime:
             self.delivered[tp] = max(self.delivered.get(tp, -1), r.offset)
         if self.delivered:
             frontier = done_frontier(self.delivered, self.acks.events)
-            # What this worker committed before the write is sent (see GuardedStore.read).
-            committed = {k: dict(v) for k, v in self.store.committed_here.items()}
-            await self.scorer.retrying(lambda: self.positions.record_done(frontier, committed))
+            await self.scorer.retrying(lambda: self.positions.record_done(frontier))
             for tp, offset in frontier.items():
                 # Another batch may have finished meanwhile and moved this on.
                 if self.delivered.get(tp) == offset:
@@ -152,7 +150,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         await scorer.retrying(lambda: store.delete_outbox(entries))
 
     alerts = AlertDelivery(send_alerts, delete_sent, settings.max_unsent_alerts)
-    rt = Runtime(settings, app, client, store, scorer, publisher, positions, alerts)
+    rt = Runtime(settings, app, store, scorer, publisher, positions, alerts)
 
     def highwater(topic: str, partition: int) -> int | None:
         # Unknown (not fetched yet, or not assigned) counts as "records left to read": the
@@ -248,8 +246,6 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
 
     app.timer(settings.outbox_relay_interval_s)(relay_outbox)
 
-    from streams.kpis import GAUGE_REFRESH_S, KpiSource
-
     kpi_source = KpiSource(client, settings.namespace, settings.partitions, settings.clock)
 
     async def refresh_kpis() -> None:
@@ -286,12 +282,13 @@ def _read_inputs(rt: Runtime, inputs: Any) -> None:
     """Feed the input topics to ``rt.score``: whole fetched batches when the installed
     faust-streaming is the one streams/batches.py was written for, else Faust's agent."""
     app, settings = rt.app, rt.settings
-    if settings.ingest == "batches" and not drain_is_known():
+    batches = settings.ingest == "batches" and drain_is_known()
+    if settings.ingest == "batches" and not batches:
         log.warning(
             "this faust-streaming is not the version streams/batches.py replaces a method "
             "of; reading through Faust's agent instead (slower)"
         )
-    if settings.ingest == "batches" and drain_is_known():
+    if batches:
         metrics.INGEST_PATH.labels("batches").set(1)
 
         async def ack_message(message: Any) -> bool:

@@ -89,7 +89,9 @@ class KpiDelta:
                 else:
                     fields[name] = total
 
-    def _clock(self, now: float) -> int:
+    def note_time(self, now: float) -> int:
+        """The write happens on the day of ``now`` (scorer clock): its day, after noting it
+        for the pruning of old day fields."""
         day = day_of(now)
         if self.latest_day is None or day > self.latest_day:
             self.latest_day = day
@@ -97,7 +99,7 @@ class KpiDelta:
 
     def add_events(self, before: CustomerState | None, after: CustomerState, now: float) -> None:
         """One event's effect on the event counters, on the day of ``now`` (scorer clock)."""
-        day = self._clock(now)
+        day = self.note_time(now)
         customer_id = after.customer_id
         run = self._runs.get(customer_id)
         if run is not None and run[0] == day:

@@ -107,7 +107,7 @@ def done_frontier(
 class Positions:
     """Reads and writes the offsets a partition can safely resume from."""
 
-    def __init__(self, store: StateStore, shards: int) -> None:
+    def __init__(self, store: GuardedStore, shards: int) -> None:
         self.store = store
         self.shards = shards
         self._max_fields = store.client.register_script(_MAX_FIELDS_LUA)
@@ -115,12 +115,11 @@ class Positions:
     def _meta(self, partition: int) -> str:
         return ShardKeys(self.store.namespace, meta_shard(partition, self.shards)).meta
 
-    async def record_done(
-        self, frontier: Mapping[TP, int], committed_here: Mapping[int, Mapping[str, int]]
-    ) -> None:
+    async def record_done(self, frontier: Mapping[TP, int]) -> None:
         """Raise each partition's ``d:`` field to ``frontier`` (never lower it), provided
-        Redis still holds the applied offsets this worker committed there
-        (``committed_here``, by shard); else raise :class:`StateLost`."""
+        Redis still holds the applied offsets this worker committed or resumed after
+        there (as of now, before the write is sent); else raise :class:`StateLost`."""
+        committed_here = self.store.committed_here
         calls: dict[str, tuple[list[str], list[str]]] = {}
         for (topic, partition), offset in frontier.items():
             if offset < 0:
@@ -148,8 +147,8 @@ class Positions:
     def rely_on_applied(self, topic: str, partition: int, applied: int) -> None:
         """From now on, Redis holding less than ``applied`` for the partition means it lost
         writes this worker relies on (see :class:`GuardedStore`)."""
-        if isinstance(self.store, GuardedStore):
-            self.store.rely_on(meta_shard(partition, self.shards), topic, partition, applied)
+        shard = meta_shard(partition, self.shards)
+        self.store.expect(shard, offset_field(topic, partition), applied)
 
     async def applied_and_done(
         self, partitions: Collection[TP]
@@ -229,7 +228,8 @@ class GuardedStore(StateStore):
 
     def __init__(self, client: Any, namespace: str) -> None:
         super().__init__(client, namespace)
-        # shard -> offset field -> highest offset this worker committed there
+        # shard -> applied offset field -> the lowest offset Redis must hold there: the
+        # highest this worker committed, or resumed after on assignment
         self.committed_here: dict[int, dict[str, int]] = {}
 
     async def read_stored(
@@ -248,16 +248,15 @@ class GuardedStore(StateStore):
         result = await super().commit(writes)
         for write in writes:
             if result.get(write.shard) is not None:
-                mine = self.committed_here.setdefault(write.shard, {})
                 for name, offset in write.offsets.items():
-                    mine[name] = max(mine.get(name, -1), offset)
+                    self.expect(write.shard, name, offset)
         return result
 
-    def rely_on(self, shard: int, topic: str, partition: int, applied: int) -> None:
-        """Count ``applied`` as committed here: this worker resumed after it."""
+    def expect(self, shard: int, name: str, offset: int) -> None:
+        """From now on, Redis must hold at least ``offset`` in the shard's applied offset
+        field ``name``: this worker committed it, or resumed after it."""
         mine = self.committed_here.setdefault(shard, {})
-        name = offset_field(topic, partition)
-        mine[name] = max(mine.get(name, -1), applied)
+        mine[name] = max(mine.get(name, -1), offset)
 
     def check(self, view: ShardView, committed: Mapping[str, int]) -> None:
         """Raise :class:`StateLost` if ``view`` holds less than ``committed`` (what this

@@ -25,7 +25,7 @@ from scoring.engine import Alert, apply_event, sweep_due
 from scoring.state import CustomerState
 from streams import metrics
 from streams.intake import Decoder, Record, RejectedRecord, shard_of
-from streams.kpis import KpiDelta, day_of
+from streams.kpis import KpiDelta
 from streams.ordering import EventTimeBuffer, Scorable
 from streams.settings import Settings
 from streams.store import (
@@ -207,14 +207,12 @@ class Scorer:
             views = await self.store.read({s: sorted(ids) for s, ids in wanted.items()})
             self._remember_marks(views.values())
             now = self.wall()
-            writes: list[ShardWrite] = []
+            writes: dict[int, tuple[ShardWrite, list[Alert]]] = {}
             tallies: dict[int, BatchOutcome] = {}
-            alerts: dict[int, list[Alert]] = {}
             for shard, items in pending.items():
                 tally = tallies[shard] = BatchOutcome()
-                write, alerts[shard] = self._score_shard(views[shard], items, now, tally)
-                writes.append(write)
-            committed = await self.store.commit(writes)
+                writes[shard] = self._score_shard(views[shard], items, now, tally)
+            committed = await self.store.commit([write for write, _ in writes.values()])
             for shard, ids in committed.items():
                 if ids is None:
                     metrics.COMMIT_CONFLICTS.inc()
@@ -226,7 +224,7 @@ class Scorer:
                 outcome.redelivered += tally.redelivered
                 for (topic, kind), n in tally.by_topic.items():
                     metrics.EVENTS.labels(topic, kind).inc(n)
-                outcome.alerts.extend(self._entries(shard, ids, alerts[shard]))
+                outcome.alerts.extend(self._entries(shard, ids, *writes[shard]))
 
     def _remember_marks(self, views: Iterable[ShardView]) -> None:
         for view in views:
@@ -284,10 +282,13 @@ class Scorer:
             alert.model_dump_json().encode(),
         )
 
-    def _entries(self, shard: int, ids: list[str], alerts: list[Alert]) -> list[OutboxEntry]:
+    def _entries(
+        self, shard: int, ids: list[str], write: ShardWrite, alerts: list[Alert]
+    ) -> list[OutboxEntry]:
+        """The committed write's outbox entries (its triples as sent: each alert's JSON is
+        made once), counted in the alerts metric."""
         entries = []
-        for entry_id, alert in zip(ids, alerts, strict=True):
-            topic, key, value = self._outbox_triple(alert)
+        for entry_id, alert, (topic, key, value) in zip(ids, alerts, write.outbox, strict=True):
             level = alert.level if isinstance(alert, ChurnRiskAlert) else alert.severity
             metrics.ALERTS.labels(alert.kind, level).inc()
             entries.append(OutboxEntry(shard, entry_id, topic, key, value))
@@ -340,12 +341,7 @@ class Scorer:
             if ids is None:
                 metrics.COMMIT_CONFLICTS.inc()  # swept again on the next tick
                 continue
-            write, alerts = writes[shard]
-            # The outbox triples as committed: each alert's JSON is made once.
-            for entry_id, alert, (topic, key, value) in zip(ids, alerts, write.outbox, strict=True):
-                level = alert.level if isinstance(alert, ChurnRiskAlert) else alert.severity
-                metrics.ALERTS.labels(alert.kind, level).inc()
-                entries.append(OutboxEntry(shard, entry_id, topic, key, value))
+            entries.extend(self._entries(shard, ids, *writes[shard]))
         return entries, max(len(ids) for ids in due.values())
 
     def _sweep_shard(
@@ -376,10 +372,9 @@ class Scorer:
                 if patched is not None:
                     encoded[customer_id] = patched
         if blobs:
-            # What add_evaluation does for a customer whose counters did not move: the
-            # commit prunes day fields older than the retention before today (``now``).
-            day = day_of(now)
-            kpi.latest_day = day if kpi.latest_day is None else max(kpi.latest_day, day)
+            # As add_evaluation does for every customer: the commit prunes day fields
+            # older than the retention before today (``now``).
+            kpi.note_time(now)
         kpi.apply_to(write)
         write.outbox = [self._outbox_triple(a) for a in alerts]
         return write, alerts

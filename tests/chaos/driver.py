@@ -31,10 +31,10 @@ from invariants import (
     check_dead_letters,
     check_states,
     offsets_ahead,
-    read_states,
     read_topics,
 )
 from services import Broker, RedisServer
+from state_checks import read_states
 from worker_harness import settings_of, worker_env
 from workload import Message, Truth, Workload
 
@@ -222,11 +222,7 @@ class Run:
     async def monitor(self) -> None:
         """Every second: the group's committed offsets must not be ahead of Redis (Kafka
         read first: Redis only moves forward, outside a rollback), and worker memory."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.broker.bootstrap, group_id=self.settings.app_id,
-            enable_auto_commit=False,
-        )  # fmt: skip
-        await consumer.start()
+        consumer = await self._offsets_reader()
         try:
             while True:
                 await asyncio.sleep(1.0)
@@ -291,12 +287,17 @@ class Run:
         self.report.faults.append(f"kill -9 {name}")
         await self.recovered(at)
 
-    async def _committed_once(self) -> dict[TP, int | None]:
+    async def _offsets_reader(self) -> AIOKafkaConsumer:
+        """A started consumer that reads the workers' group offsets without joining it."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.broker.bootstrap, group_id=self.settings.app_id,
             enable_auto_commit=False,
         )  # fmt: skip
         await consumer.start()
+        return consumer
+
+    async def _committed_once(self) -> dict[TP, int | None]:
+        consumer = await self._offsets_reader()
         try:
             return await self.committed(consumer)
         finally:

@@ -11,8 +11,6 @@ alert of the truth reaches the alert topics (re-sent only as identical copies).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import math
 import os
 import re
 import signal
@@ -32,11 +30,12 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from resp_proxy import Command, running_proxy
+from state_checks import differing_fields, read_states
 from worker_harness import produce, running_workers, settings_of, worker_env
 
 from schemas.events import InputEvent
 from scoring.config import ScoringConfig, load_config
-from scoring.engine import Alert, apply_event, evaluate_due, settle
+from scoring.engine import Alert, apply_event, evaluate_due
 from scoring.state import CustomerState
 from streams.intake import Decoder, Record, shard_of
 from streams.services import Endpoints
@@ -205,23 +204,6 @@ async def _acked_past_redis(s: Settings, store: StateStore, group: AIOKafkaConsu
     return ahead
 
 
-async def _states(client: aioredis.Redis, namespace: str) -> dict[str, CustomerState]:
-    keys = [k async for k in client.scan_iter(match=f"{namespace}:*:c:*", count=1000)]
-    blobs = await client.mget(keys) if keys else []
-    return {s.customer_id: s for s in (CustomerState.from_bytes(b) for b in blobs if b)}
-
-
-def _close(a: object, b: object) -> bool:
-    # As the chaos suite: floats within 1e-9 relative, the rest exactly.
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 def _state_differences(
     got: dict[str, CustomerState], truth: dict[str, CustomerState], config: ScoringConfig
 ) -> list[str]:
@@ -235,14 +217,7 @@ def _state_differences(
             out.append(
                 f"{customer}: {have.count('events')} events counted, not {want.count('events')}"
             )
-        # Settled: one may hold a cheap lower bound of the next check, the other the exact time.
-        a, b = settle(have, config), settle(want, config)
-        fields = [
-            f.name
-            for f in dataclasses.fields(b)
-            if not _close(getattr(a, f.name), getattr(b, f.name))
-        ]
-        if fields:
+        if fields := differing_fields(have, want, config):
             out.append(f"{customer}: {','.join(fields)} differ")
     return out
 
@@ -314,7 +289,7 @@ async def test_a_worker_killed_between_two_shard_commits_of_a_batch_loses_and_do
             while True:
                 for records in (await alert_reader.getmany(timeout_ms=300)).values():
                     received.extend(records)
-                got = await _states(client, s.namespace)
+                got = await read_states(client, s.namespace)
                 problems = _state_differences(got, truth_states, config)
                 problems += _alert_differences(received, truth_alerts)
                 for shard in range(PARTITIONS):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
+from state_checks import differing_fields, read_states
 from worker_harness import (
     REPO,
     consume_until,
@@ -32,7 +32,6 @@ from worker_harness import (
 )
 
 from scoring.config import load_config
-from scoring.engine import settle
 from scoring.state import CustomerState
 from streams.replay import ReplayOptions, ReplayRefused, replay
 from streams.services import Endpoints
@@ -76,36 +75,16 @@ async def alert_ends(s: Settings) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def states(client: aioredis.Redis, namespace: str) -> dict[str, CustomerState]:
-    found = {}
-    async for key in client.scan_iter(match=f"{namespace}:*:c:*", count=1000):
-        state = CustomerState.from_bytes(await client.get(key))
-        found[state.customer_id] = state
-    return found
-
-
 def differences(a: dict[str, CustomerState], b: dict[str, CustomerState]) -> list[str]:
-    """What differs between two namespaces' customers, judged at the latest event time.
-    Batching differs between a worker and a replay, so one may hold a cheap lower bound of
-    the next check where the other holds the exact time: compared settled."""
+    """What differs between two namespaces' customers (every field; see differing_fields)."""
     if a.keys() != b.keys():
         return [f"customers only in one: {sorted(a.keys() ^ b.keys())[:5]}"]
     config = load_config(None)
-    at = max(s.last_seen for s in a.values())
-    found = []
-    for customer, x in a.items():
-        y = b[customer]
-        if (x.counts, x.first_seen, x.last_seen, x.churn_level, x.churn_alerts) != (
-            y.counts, y.first_seen, y.last_seen, y.churn_level, y.churn_alerts,
-        ):  # fmt: skip
-            found.append(f"{customer}: counts, times or churn level")
-        elif settle(x, config).next_check_at != settle(y, config).next_check_at:
-            found.append(f"{customer}: next check")
-        for name, half_life in (("eng", 30), ("short", 7), ("long", 60), ("bad", 7)):
-            u, v = x.value(name, half_life * 86_400, at), y.value(name, half_life * 86_400, at)
-            if not math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-12):
-                found.append(f"{customer}: {name} {u} != {v}")
-    return found
+    return [
+        f"{customer}: {', '.join(fields)}"
+        for customer, x in a.items()
+        if (fields := differing_fields(x, b[customer], config))
+    ]
 
 
 async def outbox_sizes(client: aioredis.Redis, namespace: str) -> list[int]:
@@ -159,7 +138,7 @@ async def test_a_replay_reproduces_the_live_worker_and_publishes_only_with_emit(
 
         wait_for(scored, 180, "all events scored", worker)
         await poll(lambda: live_is_settled(client, s.namespace), 60, "the live worker settled")
-    live = await states(client, s.namespace)
+    live = await read_states(client, s.namespace)
     before = await alert_ends(s)
     published = await alert_ids_after(s, dict.fromkeys(before, 0))
 
@@ -170,7 +149,7 @@ async def test_a_replay_reproduces_the_live_worker_and_publishes_only_with_emit(
     assert quiet.new == quiet.old
     assert await alert_ends(s) == before, "nothing is published without --emit"
     assert await outbox_sizes(client, f"{test_token}r1") == [0] * SHARDS
-    assert differences(live, await states(client, f"{test_token}r1")) == []
+    assert differences(live, await read_states(client, f"{test_token}r1")) == []
 
     loud = await replay(
         s, ReplayOptions(namespace=f"{test_token}r2", emit=True), progress=io.StringIO()
@@ -285,7 +264,7 @@ async def test_records_on_a_topic_with_another_partition_count_are_rerouted_loca
     clicks = sum(1 for e in events if e.source == "clickstream")
     assert result.rerouted == clicks > 0
     assert result.applied + result.duplicates == result.events == len(events)
-    replayed = await states(client, f"{test_token}r")
+    replayed = await read_states(client, f"{test_token}r")
     event_ids: dict[str, set[object]] = {}
     for e in events:
         event_ids.setdefault(e.customer_id, set()).add(e.payload["event_id"])
@@ -332,6 +311,6 @@ async def test_a_worker_switched_to_the_replayed_namespace_carries_on_from_it(
     event_ids: dict[str, set[object]] = {}
     for e in events:
         event_ids.setdefault(e.customer_id, set()).add(e.payload["event_id"])
-    assert {c: st.count("events") for c, st in (await states(client, replayed)).items()} == {
+    assert {c: st.count("events") for c, st in (await read_states(client, replayed)).items()} == {
         c: len(ids) for c, ids in event_ids.items()
     }

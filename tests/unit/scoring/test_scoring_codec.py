@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
+from typing import get_args
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.alerts import InterventionKind
 from schemas.events import InputEvent
 from scoring.codec import decode, encode
 from scoring.config import load_config
 from scoring.engine import apply_event, evaluate_due
+from scoring.features import ALERT_KINDS
 from scoring.state import DAY_S, CustomerState
 from streams.intake import Decoder, Record
 from streams.simulator import encode as encode_event
@@ -149,3 +152,11 @@ def test_a_state_stored_as_json_before_is_still_read() -> None:
     assert state.customer_id == "c9" and state.decayed == {"eng": 3.5, "short": 1.25}
     assert state.count("events") == 4 and not state.check_exact
     assert CustomerState.from_bytes(state.to_bytes()) == state
+
+
+def test_the_codec_knows_every_alert_kind_the_schemas_define() -> None:
+    # ALERT_KINDS is the stored bit order of last_alert_at, so it is spelled out rather
+    # than taken from the schema's Literal (reordering that must not change the format);
+    # a kind added to the schema must be appended here too.
+    assert set(ALERT_KINDS) == {"churn_risk", *get_args(InterventionKind)}
+    assert len(set(ALERT_KINDS)) == len(ALERT_KINDS)

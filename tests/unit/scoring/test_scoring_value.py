@@ -129,17 +129,21 @@ def test_the_cheap_bound_stays_below_the_exact_check_with_p_alive(
     events: list[InputEvent] = [order(T0 + i * gap_days * DAY_S) for i in range(5)]
     events += [view(T0 + 4 * gap_days * DAY_S + 3_600)]
     state, _ = run(events, FIT)
-    state = state.evolve(churn_level=level)
+    _assert_schedule_sound(state.evolve(churn_level=level), level)
+
+
+def _assert_schedule_sound(state: CustomerState, level: int) -> None:
+    """The cheap bound comes no later than the exact check, and the exact check no later
+    than the risk reaching the next level (brute force on a ten-minute grid)."""
     at = state.evaluated_at
     exact = next_check_at(state, at, FIT)
     bound = earliest_check_at(state, at, FIT)
     assert exact is not None and bound is not None
     assert bound <= exact
-    # and the exact check is not after the risk reaches the next level
     target = (FIT.churn.thresholds.elevated, FIT.churn.thresholds.high)[level]
     t = at
     while t < exact - 120:
-        assert churn_value(state, t, FIT) < target
+        assert churn_value(state, t, FIT) < target, (t - at) / DAY_S
         t += 600
 
 
@@ -283,15 +287,4 @@ def test_with_a_fit_the_schedule_never_misses_a_crossing(
     events: list[InputEvent] = [order(T0 + d * DAY_S) for d in order_days]
     events += [view(T0 + d * DAY_S) for d in click_days]
     state, _ = run(sorted(events, key=lambda e: e.occurred_at), FIT)
-    state = state.evolve(churn_level=level)
-    at = state.evaluated_at
-    exact = next_check_at(state, at, FIT)
-    bound = earliest_check_at(state, at, FIT)
-    assert exact is not None and bound is not None
-    assert bound <= exact
-    target = (FIT.churn.thresholds.elevated, FIT.churn.thresholds.high)[level]
-    # brute force on a ten-minute grid: the risk stays below the next level before the check
-    t = at
-    while t < exact - 120:
-        assert churn_value(state, t, FIT) < target, (t - at) / DAY_S
-        t += 600
+    _assert_schedule_sound(state.evolve(churn_level=level), level)

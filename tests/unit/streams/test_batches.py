@@ -79,8 +79,8 @@ async def test_nothing_is_handed_over_while_a_rebalance_is_under_way() -> None:
     reader = BatchReader(app, size=10, within=0.01, handle=scorer.handle)
     await reader.put([Message(0), Message(1)])
     run = asyncio.create_task(reader.run())
-    await asyncio.sleep(0.05)
-    assert scorer.batches == [] and reader.pending == []  # dropped: read again after it
+    await asyncio.wait_for(reader._taken.wait(), 5)  # the reader took the batch...
+    assert scorer.batches == [] and reader.pending == []  # ...and dropped it: read again
     app.flow_control.active = True
     await reader.put([Message(7)])
     await asyncio.wait_for(run, 5)
@@ -93,7 +93,7 @@ async def test_the_fetch_loop_waits_while_four_batches_are_pending() -> None:
     reader = BatchReader(app, size=2, within=0.01, handle=scorer.handle)
     await reader.put([Message(i) for i in range(7)])  # under 4 x 2: returns
     blocked = asyncio.create_task(reader.put([Message(7), Message(8)]))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # it runs up to its wait; nothing else can take messages
     assert not blocked.done()
     run = asyncio.create_task(reader.run())
     await asyncio.wait_for(blocked, 5)
