@@ -175,7 +175,7 @@ def _phases(endpoints: Any, run_dir: Path) -> dict[str, Any]:
     import time as clock
     from dataclasses import replace
 
-    from benchmarks import sections
+    from benchmarks import latency, sections
     from benchmarks.procs import Procs, service_pids
     from streams.topics import ensure_topics
 
@@ -199,7 +199,7 @@ def _phases(endpoints: Any, run_dir: Path) -> dict[str, Any]:
                 while not worker.owned_shards():
                     worker.check("starting")
                     clock.sleep(0.1)
-                phases = asyncio.run(sections._latency_phases(ctx, settings, name, worker))
+                phases = asyncio.run(latency.latency_phases(ctx, settings, name, worker))
                 clock.sleep(1.5)  # the timings file is rewritten every second
                 totals = json.loads(timing.read_text())
             finally:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import sections, workload
+from benchmarks import latency, sections, workload
 from benchmarks.procs import REPO, Proc, Procs, service_pids
 from scoring.config import load_config
 from streams.services import embedded_services
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             rate_plan = ((2_000, 4.0 if plan.smoke else 15.0),)
             ctx.plan = replace(ctx.plan, latency=rate_plan)
             figures["alerts"] = asyncio.run(
-                sections._latency_phases(ctx, settings, f"{inputs}a", worker)
+                latency.latency_phases(ctx, settings, f"{inputs}a", worker)
             )
         finally:
             spy.stop()

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import report, sections, workload
+from benchmarks import latency, report, sections, workload
 from benchmarks.procs import REPO, Procs, machine_busy_seconds, own_seconds, service_pids
 from benchmarks.real_services import apache_services, kafka_version
 from scoring.config import load_config
@@ -212,7 +212,7 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
                             f"{k} {v['events_per_s']:,.0f}/s" for k, v in one.items()
                         )
                     elif section == "latency":
-                        lat = sections.latency(ctx, rep)
+                        lat = latency.latency(ctx, rep)
                         raw["latency"].append(lat)
                         summary = ", ".join(
                             f"{variant} {r}/s p50 {v['p50_ms']} p99 {v['p99_ms']} ms"

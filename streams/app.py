@@ -75,16 +75,24 @@ class Runtime:
         await self.publisher.publish(dead_letters=outcome.dead_letters, reroutes=outcome.reroutes)
         await self.alerts.submit(outcome.alerts)
         assert self.ack is not None, "records are finished only once reading has started"
+        known = self.acks.known(outcome.done)
         for token in self.acks.finish(outcome.done):
             await self.ack(token)
-        await self.record_delivered(outcome)
+        await self.record_delivered(outcome, known)
 
-    async def record_delivered(self, outcome: BatchOutcome) -> None:
+    async def record_delivered(
+        self, outcome: BatchOutcome, known: set[tuple[str, int, int]]
+    ) -> None:
         """Dead letters and reroutes leave no applied offset in Redis; record how far their
         partitions are finished, or a restart after a Redis loss would re-read them from
         their last scored record (see streams/positions.py). A partition whose records
-        below them are still waiting is recorded as far as it can be, and again later."""
+        below them are still waiting is recorded as far as it can be, and again later.
+        Only records still ``known`` count: a partition revoked while the batch ran has
+        forgotten the records it held below them (its next owner reads them again), so
+        recording its dead letters done would skip those."""
         for r in [d.record for d in outcome.dead_letters] + [r.record for r in outcome.reroutes]:
+            if (r.topic, r.partition, r.offset) not in known:
+                continue
             tp = (r.topic, r.partition)
             self.delivered[tp] = max(self.delivered.get(tp, -1), r.offset)
         if self.delivered:
@@ -184,7 +192,9 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
 
     async def reposition_from_redis(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Sent before Faust's recovery seeks to the committed offsets: hook into that seek.
-        install_repositioning(app.consumer, positions, input_names, scorer.retrying)
+        install_repositioning(
+            app.consumer, positions, input_names, scorer.retrying, _stop_if_state_lost
+        )
 
     app.on_partitions_assigned.connect(reposition_from_redis)
 
@@ -196,6 +206,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         partitions=settings.partitions,
     )
 
+    _set_fetch_wait(app.consumer, settings.fetch_max_wait_ms)
     _read_inputs(rt, inputs)
 
     async def release_waiting() -> None:
@@ -276,6 +287,22 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         return web.json(report)
 
     return rt
+
+
+def _set_fetch_wait(consumer: Any, ms: int) -> None:
+    """faust.transport.drivers.aiokafka creates its aiokafka consumer with a hard-coded
+    ``fetch_max_wait_ms=1500``; set ours on the consumer it creates, before it starts
+    (aiokafka hands it to its fetcher on start)."""
+    thread = consumer._thread
+    create = thread._create_worker_consumer
+
+    def create_worker_consumer(transport: Any) -> Any:
+        kafka_consumer = create(transport)
+        kafka_consumer._fetch_max_wait_ms = ms
+        log.info("fetches wait for records at most %d ms", ms)
+        return kafka_consumer
+
+    thread._create_worker_consumer = create_worker_consumer
 
 
 def _read_inputs(rt: Runtime, inputs: Any) -> None:

@@ -30,6 +30,8 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from streams.continuity import ReadContinuity
+
 log = logging.getLogger(__name__)
 
 # sha256 of the source of faust-streaming 0.15.3's Consumer._drain_messages.
@@ -56,7 +58,9 @@ class BatchReader:
 
     def __init__(self, app: Any, size: int, within: float, handle: Handle) -> None:
         self.app, self.size, self.within, self.handle = app, size, within, handle
-        self.pending: list[Any] = []
+        # Messages waiting, each with its partition's seek epoch when it was fetched.
+        self.pending: list[tuple[Any, int]] = []
+        self.continuity = ReadContinuity(app.consumer, ())
         self._filled = asyncio.Event()
         self._taken = asyncio.Event()
 
@@ -64,10 +68,13 @@ class BatchReader:
         """Subscribe to ``topic`` (its messages reach ``run``, not the conductor)."""
         self.app.topics.add(topic)
         consumer = self.app.consumer
-        consumer._drain_messages = types.MethodType(_batch_drain(self, set(topic.topics)), consumer)
+        names = set(topic.topics)
+        self.continuity.topics = names
+        self.continuity.install()
+        consumer._drain_messages = types.MethodType(_batch_drain(self, names), consumer)
         self.app.on_partitions_revoked.connect(self._forget_revoked)
 
-    async def put(self, messages: list[Any]) -> None:
+    async def put(self, messages: list[tuple[Any, int]]) -> None:
         self.pending.extend(messages)
         if len(self.pending) >= self.size:
             self._filled.set()
@@ -87,13 +94,15 @@ class BatchReader:
             generation = app.consumer_generation_id
             if not app.flow_control.is_active():
                 continue  # a rebalance is under way: read again once it is done
-            batch = [m for m in batch if m.generation_id == generation]
-            if batch:
-                await self.handle(batch)
+            current = [(m, e) for m, e in batch if m.generation_id == generation]
+            admitted = await self.continuity.admit(current)
+            if admitted:
+                await self.handle(admitted)
 
     async def _forget_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         revoked = args[0]
-        self.pending = [m for m in self.pending if m.tp not in revoked]
+        self.pending = [(m, e) for m, e in self.pending if m.tp not in revoked]
+        self.continuity.forget(revoked)
 
 
 def _batch_drain(reader: BatchReader, names: set[str]) -> Any:
@@ -103,6 +112,7 @@ def _batch_drain(reader: BatchReader, names: set[str]) -> Any:
     async def drain(consumer: Any, fetcher: Any) -> None:
         consumer_stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
         read_offset = consumer._read_offset
+        continuity = reader.continuity
         acks_enabled_for = consumer.app.topics.acks_enabled_for
         try:
             while not (consumer_stopped() or fetcher_stopped()):
@@ -111,14 +121,31 @@ def _batch_drain(reader: BatchReader, names: set[str]) -> Any:
                     continue
                 batch: list[Any] = []
                 others: list[Any] = []
+                epochs = dict(continuity.epochs)
+                # A partition sought after this (while its records were fetched, or below)
+                # may have records here from either side of the seek: they are dropped and
+                # the partition sought again (continuity.fetched_across_seek).
                 async for tp, message in consumer.getmany(timeout=1.0):
                     offset, r_offset = message.offset, read_offset[tp]
                     if r_offset is not None and offset < r_offset:
                         continue  # read before a seek back: Faust drops these too
-                    if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(tp.topic):
-                        await consumer._add_gap(tp, r_offset + 1, offset)
+                    if tp.topic not in names:
+                        gap = offset - (r_offset or 0) > 1 and r_offset
+                        if gap and acks_enabled_for(tp.topic):
+                            await consumer._add_gap(tp, r_offset + 1, offset)
+                        others.append(message)
+                    else:
+                        # Gaps in the input topics are proven by streams/continuity.py.
+                        batch.append(message)
                     read_offset[tp] = offset
-                    (batch if tp.topic in names else others).append(message)
+                dropped: dict[Any, int] = {}
+                for message in batch if continuity.epochs != epochs else ():
+                    tp = message.tp
+                    if continuity.epochs.get(tp, 0) != epochs.get(tp, 0):
+                        dropped[tp] = min(dropped.get(tp, message.offset), message.offset)
+                if dropped:
+                    batch = [m for m in batch if m.tp not in dropped]
+                    await continuity.fetched_across_seek(dropped)
                 every = consumer._commit_every
                 if every is not None and consumer._n_acked >= every:
                     consumer._n_acked = 0
@@ -128,7 +155,8 @@ def _batch_drain(reader: BatchReader, names: set[str]) -> Any:
                         consumer.callback(message), consumer.suspend_flow.wait()
                     )
                 if batch:
-                    await consumer.wait_first(reader.put(batch), consumer.suspend_flow.wait())
+                    tagged = [(m, epochs.get(m.tp, 0)) for m in batch]
+                    await consumer.wait_first(reader.put(tagged), consumer.suspend_flow.wait())
         except (asyncio.CancelledError, *consumer.consumer_stopped_errors):
             if not consumer.transport.app.should_stop:
                 raise

@@ -52,6 +52,12 @@ ALERT_BACKPRESSURE = Counter(
     "Times scoring waited because too many alerts were unsent (broker down or slow).",
     [],
 )
+INPUT_REREADS = Counter(
+    "engagement_input_rereads_total",
+    "Times an input partition was read again from a record the consumer had skipped "
+    "(streams/continuity.py); a gap in offsets that does not exist costs one each.",
+    [],
+)
 INGEST_PATH = Gauge(
     "engagement_ingest_path",
     "1 for the path input records are read through: batches (streams/batches.py) or agent "

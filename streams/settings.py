@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # How long a batch waits to fill: it adds to every alert's latency when input is light,
     # while under load batches fill long before it (benchmarks: default vs within_50ms).
     batch_within_s: float = Field(default=0.005, gt=0)
+    # The longest a fetch may wait for records. Apache Kafka answers as soon as any arrive;
+    # Tansu (the embedded broker) holds every fetch for the whole wait, so this is its
+    # floor on alert latency (Faust itself hard-codes 1500 ms).
+    fetch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     sweep_batch: int = Field(default=2000, ge=1)
     outbox_relay_interval_s: float = Field(default=5.0, gt=0)

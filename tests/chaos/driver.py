@@ -243,8 +243,11 @@ class Run:
                     continue  # a rollback began while sampling: its two reads disagree
                 if self.loss_window:
                     # Over once Kafka follows Redis again, seen by a sample begun after
-                    # Redis came back (not one that read the Redis of before the rollback).
-                    if not ahead and self.rolled_back_at and sampled_at > self.rolled_back_at:
+                    # Redis came back (not one that read the Redis of before the rollback)
+                    # that read every partition's offset (a broker restarting answers
+                    # some offset fetches with none, which would count as not ahead).
+                    read_all = all(committed.get(tp) is not None for tp in frontier)
+                    if not ahead and read_all and sampled_at > self.rolled_back_at > 0:
                         self.loss_window = False
                 else:
                     self.report.findings.offset_violations += ahead

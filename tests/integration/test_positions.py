@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from faust.types import TP
 from worker_harness import (
     consume_until,
     event,
@@ -20,10 +23,16 @@ from worker_harness import (
 )
 
 from streams.intake import shard_of
-from streams.positions import EXIT_STATE_LOST
-from streams.services import Endpoints
+from streams.positions import (
+    EXIT_STATE_LOST,
+    GuardedStore,
+    Positions,
+    StateLost,
+    install_repositioning,
+)
+from streams.services import Endpoints, free_port
 from streams.settings import Settings
-from streams.store import StateStore
+from streams.store import ShardKeys, StateStore, offset_field
 
 PARTITIONS = 4
 Outgoing = tuple[str, str | bytes | None, bytes, int | None]
@@ -223,3 +232,63 @@ async def test_redis_losing_writes_a_worker_resumed_after_makes_it_stop_and_resu
             await poll(has_events(26), 60, "the 15 lost events read again, and a new one")
     finally:
         await client.aclose()
+
+
+class _Consumer:
+    """Faust's consumer, as far as install_repositioning touches it: the commit the check
+    guards is what these tests watch (the worker tests above run the real one)."""
+
+    def __init__(self) -> None:
+        self.committed: list[list[TP]] = []
+
+    async def perform_seek(self) -> None:
+        return None
+
+    async def _commit_tps(self, tps: list[TP], start_new_transaction: bool) -> bool:
+        self.committed.append(list(tps))
+        return True
+
+
+async def test_kafka_offsets_are_committed_only_while_redis_holds_what_the_worker_wrote(
+    endpoints: Endpoints, namespace: str
+) -> None:
+    """Faust commits on a timer of its own; after Redis lost writes it must not commit the
+    records whose writes were lost (the worker stops instead), and with Redis unreachable
+    it commits nothing."""
+    client = aioredis.from_url(endpoints.redis_url)
+    store = GuardedStore(client, namespace)
+    positions = Positions(store, PARTITIONS)
+    consumer, lost = _Consumer(), []
+
+    async def stop_if_lost(work: Awaitable[None]) -> None:
+        try:
+            await work
+        except StateLost as exc:
+            lost.append(str(exc))
+            raise
+
+    async def retrying(call: Callable[[], Any]) -> Any:
+        return await call()
+
+    install_repositioning(consumer, positions, {"clicks"}, retrying, stop_if_lost)
+    tp, meta = TP("clicks", 1), ShardKeys(namespace, 1).meta
+    field = offset_field("clicks", 1)
+    try:
+        await client.hset(meta, field, "41")
+        store.expect(1, field, 41)  # the worker applied up to 41
+        assert await consumer._commit_tps([tp], True)
+        await client.hset(meta, field, "30")  # Redis restarted without its last writes
+        with pytest.raises(StateLost):
+            await consumer._commit_tps([tp], True)
+        assert consumer.committed == [[tp]] and "Redis lost writes" in lost[0]
+    finally:
+        await client.aclose()
+
+    unreachable = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    positions.store = GuardedStore(unreachable, namespace)
+    positions.store.expect(1, field, 41)
+    try:
+        assert not await consumer._commit_tps([tp], True)
+        assert consumer.committed == [[tp]]
+    finally:
+        await unreachable.aclose()

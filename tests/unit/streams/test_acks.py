@@ -45,3 +45,13 @@ def test_forgotten_partitions_acknowledge_nothing_more() -> None:
     acks.forget(("clicks", 0))
     assert acks.finish([rec(1), rec(2)]) == []
     assert list(acks.events) == [("clicks", 1, 9)]
+
+
+def test_records_of_a_partition_revoked_while_they_ran_are_no_longer_known() -> None:
+    # A dead letter of a revoked partition must not be recorded done: the partition's
+    # next owner reads again the records the revocation made this worker forget.
+    acks = reading(rec(4), rec(5), rec(6, partition=1))
+    assert acks.known([rec(5), rec(6, partition=1)]) == {("clicks", 0, 5), ("clicks", 1, 6)}
+    acks.forget(("clicks", 0))
+    assert acks.known([rec(5), rec(6, partition=1)]) == {("clicks", 1, 6)}
+    assert acks.known([rec(7, partition=1)]) == set()  # never read

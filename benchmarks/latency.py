@@ -1,0 +1,203 @@
+"""The latency section: event append -> alert append, at fixed input rates, measured by a
+consumer of the alert topics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from benchmarks.procs import Proc
+from benchmarks.sections import POLL_S, Context, percentile, settings_of
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+
+class AlertCollector:
+    """Reads an alert topic from the start; remembers each alert by trigger_event_id with
+    its record timestamp and when it was received."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20
+        )
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.seen: dict[str, tuple[int, int, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.consumer.assign(self.tps)
+        await self.consumer.seek_to_beginning(*self.tps)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=50)
+            received = time.time() * 1000
+            for records in batches.values():
+                for r in records:
+                    alert = orjson.loads(r.value)
+                    trigger = alert.get("trigger_event_id")
+                    if trigger:
+                        self.seen[trigger] = (r.timestamp, r.timestamp_type, received)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.consumer.stop()
+
+
+_HIST = re.compile(r"^(engagement_batch_(?:seconds|events))_(sum|count) ([0-9.e+-]+)$")
+
+
+def batch_totals(worker: Proc | None) -> dict[str, float]:
+    """Sums and counts of the worker's batch histograms (seconds per batch, events)."""
+    body = worker.get("/metrics") if worker is not None else None
+    found: dict[str, float] = {}
+    for line in (body or "").splitlines():
+        m = _HIST.match(line)
+        if m:
+            found[f"{m.group(1)}_{m.group(2)}"] = float(m.group(3))
+    return found
+
+
+async def _latency_phase(
+    producer: AIOKafkaProducer,
+    collector: AlertCollector,
+    topic: str,
+    rate: int,
+    count: int,
+    tag: str,
+    worker: Proc | None = None,
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    batches_before = batch_totals(worker)
+    futures: dict[str, asyncio.Future[Any]] = {}
+    started, started_wall = loop.time(), time.time()
+    i = 0
+    while i < count:
+        due = min(count, int((loop.time() - started) * rate) + 1)
+        while i < due:
+            event_id, customer = f"{tag}-e{i}", f"{tag}-c{i}"
+            value = orjson.dumps(
+                {
+                    "event_id": event_id,
+                    "customer_id": customer,
+                    "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "type": "nps",
+                    "score": 1,
+                }
+            )
+            futures[event_id] = await producer.send(topic, value, key=customer.encode())
+            i += 1
+        await asyncio.sleep(0.001)
+    send_s = loop.time() - started
+    stamps = {event_id: (await f).timestamp for event_id, f in futures.items()}
+    deadline = loop.time() + 60 + count / rate
+    while any(e not in collector.seen for e in stamps) and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    appended = [collector.seen[e][0] - t for e, t in stamps.items() if e in collector.seen]
+    received = [collector.seen[e][2] - t for e, t in stamps.items() if e in collector.seen]
+    kinds = {collector.seen[e][1] for e in stamps if e in collector.seen}
+    if not appended:
+        raise RuntimeError(f"no alert arrived for the {rate}/s phase")
+    last = max(collector.seen[e][2] for e in stamps if e in collector.seen) / 1000
+    batches = {k: v - batches_before.get(k, 0.0) for k, v in batch_totals(worker).items()}
+    n_batches = batches.get("engagement_batch_seconds_count", 0.0)
+    drain_s = last - started_wall - send_s
+    return {
+        "target_rate": rate,
+        "events": count,
+        "achieved_rate": round(count / send_s, 1),
+        "alerts": len(appended),
+        "missing": count - len(appended),
+        "p50_ms": percentile(appended, 50),
+        "p95_ms": percentile(appended, 95),
+        "p99_ms": percentile(appended, 99),
+        "max_ms": max(appended),
+        "mean_ms": round(statistics.fmean(appended), 1),
+        "received_p50_ms": round(percentile(received, 50), 1),
+        "received_p99_ms": round(percentile(received, 99), 1),
+        "alert_timestamp_type": "LogAppendTime" if kinds == {1} else "CreateTime",
+        "last_alert_after_last_event_s": round(drain_s, 3),
+        # What the worker got through: all events over the time until the last alert.
+        "sustained_rate": round(len(appended) / (send_s + max(0.0, drain_s)), 1),
+        # From the worker's histograms: batches (scoring + publishing + acks) in the phase.
+        "batches": int(n_batches),
+        "batch_mean_events": round(
+            batches.get("engagement_batch_events_sum", 0.0) / max(1.0, n_batches), 1
+        ),
+        "batch_mean_ms": round(
+            1000 * batches.get("engagement_batch_seconds_sum", 0.0) / max(1.0, n_batches), 2
+        ),
+        "worker_busy_share": round(batches.get("engagement_batch_seconds_sum", 0.0) / send_s, 3),
+    }
+
+
+# name -> (worker module, extra environment): the scorer as shipped, with its settings
+# changed where named.
+LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "default": ("streams.cli worker", {}),
+    "within_50ms": ("streams.cli worker", {"ENGAGEMENT_BATCH_WITHIN_S": "0.05"}),
+    "fetch_wait_10ms": ("streams.cli worker", {"ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"}),
+}
+
+
+def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """A worker on the wall clock; a producer sends detractor NPS answers (each one an
+    intervention alert) of distinct customers at fixed rates, a consumer of the
+    interventions topic matches the alerts by trigger_event_id. Once per variant."""
+    out = {}
+    for variant in ctx.plan.latency_variants:
+        module, extra = LATENCY_VARIANTS[variant]
+        name = f"{ctx.token}l{rep}{variant.replace('_', '')}"
+        env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall", **extra)
+        settings = settings_of(env)
+        asyncio.run(ensure_topics(settings))
+        worker = ctx.procs.worker(name, env, module)
+        try:
+            deadline = time.monotonic() + 90
+            while not worker.owned_shards():
+                worker.check("starting")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"latency worker owns no shard after 90s\n{worker.tail()}")
+                time.sleep(POLL_S)
+            out[variant] = asyncio.run(latency_phases(ctx, settings, name, worker))
+        finally:
+            ctx.procs.stop([worker])
+    return out
+
+
+async def latency_phases(
+    ctx: Context, settings: Settings, tag: str, worker: Proc | None = None
+) -> dict[str, dict[str, Any]]:
+    collector = AlertCollector(
+        settings.kafka_bootstrap, settings.topic_interventions, settings.partitions
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
+    await collector.start()
+    await producer.start()
+    try:
+        topic = settings.topic_feedback
+        warmup = ctx.plan.latency_warmup
+        await _latency_phase(producer, collector, topic, 200, warmup, f"{tag}-warm")
+        out = {}
+        for rate, seconds in ctx.plan.latency:
+            count = int(rate * seconds)
+            phase = await _latency_phase(
+                producer, collector, topic, rate, count, f"{tag}-{rate}", worker
+            )
+            out[str(rate)] = phase
+        return out
+    finally:
+        await producer.stop()
+        await collector.stop()
