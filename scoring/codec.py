@@ -66,10 +66,12 @@ def _names(which: int, mask: int) -> tuple[str, ...]:
 
 @lru_cache(maxsize=4096)
 def _layout(
-    keys: tuple[str, ...], order: tuple[str, ...]
+    keys: tuple[str, ...], which: int
 ) -> tuple[int, Callable[[dict[str, Any]], Any], int, tuple[str, ...]]:
-    """For a dict with these keys: (mask, getter of the values in the fixed order, how
-    many, the keys outside the order). Customers share a handful of key sets: cached."""
+    """For a dict with these keys: (mask, getter of the values in the fixed order
+    ``_ORDERS[which]``, how many, the keys outside the order). Customers share a handful
+    of key sets: cached (by the order's index: a key the cache hashes on every call)."""
+    order = _ORDERS[which]
     present = [n for n in order if n in keys]
     mask = sum(1 << order.index(n) for n in present)
     if not present:
@@ -90,10 +92,10 @@ def _digests(count: int, width: int) -> struct.Struct:
 
 
 def _split(
-    values: dict[str, Any], order: tuple[str, ...]
+    values: dict[str, Any], which: int
 ) -> tuple[int, tuple[Any, ...], dict[str, Any] | None]:
-    """(mask, values in the fixed order, names outside it)."""
-    mask, get, _, outside = _layout(tuple(values), order)
+    """(mask, values in the fixed order ``_ORDERS[which]``, names outside it)."""
+    mask, get, _, outside = _layout(tuple(values), which)
     extra = {n: values[n] for n in outside} if outside else None
     return mask, get(values), extra
 
@@ -108,9 +110,9 @@ def _int_width(values: tuple[int, ...]) -> int:
 
 
 def encode(state: CustomerState) -> bytes:
-    d_mask, d_values, d_extra = _split(state.decayed, DECAYED_FEATURES)
-    c_mask, c_values, c_extra = _split(state.counts, COUNT_NAMES)
-    a_mask, a_values, a_extra = _split(state.last_alert_at, ALERT_KINDS)
+    d_mask, d_values, d_extra = _split(state.decayed, 0)
+    c_mask, c_values, c_extra = _split(state.counts, 1)
+    a_mask, a_values, a_extra = _split(state.last_alert_at, 2)
     width = _int_width(c_values)
     recent = state.recent_events
     digest_width = len(next(iter(recent))) // 2 if recent else 0

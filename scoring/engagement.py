@@ -54,120 +54,168 @@ class _View:
         return self.v(name) / sessions if sessions > 0 else 0.0
 
 
-def _amount(name: str, what: str, sign: float = 1.0) -> Callable[[_View, float], Term]:
-    def term(view: _View, saturation: float) -> Term:
-        value = view.v(name)
-        return sign * _saturating(value, saturation), f"{value:.1f} {what} (decayed)"
+class Feature:
+    """One feature's term in -1..1 (``value``, from a view and the feature's saturation)
+    and what it says about the customer (``detail``: only built for reasons, which the
+    score alone does not need)."""
 
-    return term
+    __slots__ = ("decayed", "detail", "sign", "value")
 
+    def __init__(
+        self,
+        value: Callable[[_View, float], float],
+        detail: Callable[[_View], str],
+        decayed: str | None = None,
+        sign: float = 1.0,
+    ) -> None:
+        self.value, self.detail = value, detail
+        # A decayed amount's term is ``sign * _saturating(value of decayed)``: said here
+        # too, so the score alone can compute it without the calls.
+        self.decayed, self.sign = decayed, sign
 
-def _distinct(bitmap: Callable[[CustomerState], int], what: str) -> Callable[[_View, float], Term]:
-    def term(view: _View, saturation: float) -> Term:
-        n = distinct_estimate(bitmap(view.state))
-        return _saturating(n, saturation), f"about {n:.0f} distinct {what}"
-
-    return term
-
-
-def _pages_per_session(view: _View, saturation: float) -> Term:
-    pages = view.per_session("hits")
-    return _saturating(pages, saturation), f"{pages:.1f} pages per session"
-
-
-def _conversion_rate(view: _View, _: float) -> Term:
-    rate = min(1.0, max(0.0, view.per_session("conversions")))
-    return rate, f"{100 * rate:.0f}% of recent sessions ended in an order"
+    def __call__(self, view: _View, saturation: float) -> Term:
+        return self.value(view, saturation), self.detail(view)
 
 
-def _bounce_rate(view: _View, _: float) -> Term:
-    rate = min(1.0, max(0.0, view.per_session("bounces")))
-    return -rate, f"{100 * rate:.0f}% of recent sessions were single-page"
+def _amount(name: str, what: str, sign: float = 1.0) -> Feature:
+    return Feature(
+        lambda view, saturation: sign * _saturating(view.v(name), saturation),
+        lambda view: f"{view.v(name):.1f} {what} (decayed)",
+        decayed=name,
+        sign=sign,
+    )
 
 
-def _open_tickets(view: _View, saturation: float) -> Term:
-    s = view.state
-    open_ = max(0, s.count("tickets_opened") - s.count("tickets_resolved"))
-    return -_saturating(open_, saturation), f"{open_} support tickets open"
+def _distinct(bitmap: Callable[[CustomerState], int], what: str) -> Feature:
+    return Feature(
+        lambda view, saturation: _saturating(distinct_estimate(bitmap(view.state)), saturation),
+        lambda view: f"about {distinct_estimate(bitmap(view.state)):.0f} distinct {what}",
+    )
 
 
-def _support_hours(total: str, n: str, what: str) -> Callable[[_View, float], Term]:
-    def term(view: _View, saturation: float) -> Term:
-        answered = view.state.count(n)
-        if not answered:
-            return 0.0, f"no {what} measured"
-        hours = view.state.count(total) / answered / 3_600.0
-        return -_saturating(hours, saturation), f"{what} {hours:.1f} h on average"
-
-    return term
+def _share(name: str) -> Callable[[_View], float]:
+    return lambda view: min(1.0, max(0.0, view.per_session(name)))
 
 
-def _average(
-    total: str, n: str, scale: tuple[float, float, float], what: str
-) -> Callable[[_View, float], Term]:
-    def term(view: _View, _: float) -> Term:
+_conversions, _bounces = _share("conversions"), _share("bounces")
+
+
+def _open(state: CustomerState) -> int:
+    return max(0, state.count("tickets_opened") - state.count("tickets_resolved"))
+
+
+def _support_hours(total: str, n: str, what: str) -> Feature:
+    def hours(view: _View) -> float:
+        return view.state.count(total) / view.state.count(n) / 3_600.0
+
+    def value(view: _View, saturation: float) -> float:
+        if not view.state.count(n):
+            return 0.0
+        return -_saturating(hours(view), saturation)
+
+    def detail(view: _View) -> str:
+        if not view.state.count(n):
+            return f"no {what} measured"
+        return f"{what} {hours(view):.1f} h on average"
+
+    return Feature(value, detail)
+
+
+def _average(total: str, n: str, scale: tuple[float, float, float], what: str) -> Feature:
+    def value(view: _View, _: float) -> float:
         answers = view.state.count(n)
         if not answers:
-            return 0.0, f"no {what}"
+            return 0.0
+        return _level(view.state.count(total) / answers, *scale)
+
+    def detail(view: _View) -> str:
+        answers = view.state.count(n)
+        if not answers:
+            return f"no {what}"
         mean = view.state.count(total) / answers
-        return _level(mean, *scale), f"average {what} {mean:.1f} ({answers} answers)"
+        return f"average {what} {mean:.1f} ({answers} answers)"
 
-    return term
+    return Feature(value, detail)
 
 
-def _last_nps(view: _View, _: float) -> Term:
+def _last_nps(view: _View, _: float) -> float:
     last = view.state.last_nps
-    if last < 0:
-        return 0.0, "no NPS answer"
-    return _level(last, 0.0, 7.0, 10.0), f"last NPS answer {last}"
+    return 0.0 if last < 0 else _level(last, 0.0, 7.0, 10.0)
 
 
-def _sentiment(view: _View, _: float) -> Term:
+def _last_nps_detail(view: _View) -> str:
+    last = view.state.last_nps
+    return "no NPS answer" if last < 0 else f"last NPS answer {last}"
+
+
+def _sentiment(view: _View) -> float | None:
     n = view.v("sentiment_n")
-    if n <= 0:
-        return 0.0, "no sentiment measured"
-    mean = max(-1.0, min(1.0, view.v("sentiment") / n))
-    return mean, f"feedback sentiment {mean:+.2f} (decayed mean)"
+    return None if n <= 0 else max(-1.0, min(1.0, view.v("sentiment") / n))
 
 
-def _returns_share(view: _View, _: float) -> Term:
+def _sentiment_value(view: _View, _: float) -> float:
+    mean = _sentiment(view)
+    return 0.0 if mean is None else mean
+
+
+def _sentiment_detail(view: _View) -> str:
+    mean = _sentiment(view)
+    return (
+        "no sentiment measured"
+        if mean is None
+        else f"feedback sentiment {mean:+.2f} (decayed mean)"
+    )
+
+
+def _returns_share(view: _View, _: float) -> float:
     s = view.state
     orders = s.count("orders")
-    share = min(1.0, s.count("returns") / orders) if orders else 0.0
-    return -share, f"{s.count('returns')} returns or refunds for {orders} orders"
+    return -(min(1.0, s.count("returns") / orders) if orders else 0.0)
 
 
-def _bad_experiences(view: _View, saturation: float) -> Term:
-    value = view.v(BAD_EXPERIENCES)
-    return -_saturating(value, saturation), f"{value:.1f} bad experiences (decayed)"
+def _returns_detail(view: _View) -> str:
+    s = view.state
+    return f"{s.count('returns')} returns or refunds for {s.count('orders')} orders"
 
 
-FEATURES: dict[str, Callable[[_View, float], Term]] = {
+FEATURES: dict[str, Feature] = {
     "product_views": _amount("product_views", "product views"),
     "add_to_cart": _amount("carts", "add-to-carts"),
     "searches": _amount("searches", "searches"),
     "product_variety": _distinct(lambda s: s.items_seen, "products viewed"),
     "visits": _amount("sessions", "sessions"),
-    "pages_per_session": _pages_per_session,
+    "pages_per_session": Feature(
+        lambda view, saturation: _saturating(view.per_session("hits"), saturation),
+        lambda view: f"{view.per_session('hits'):.1f} pages per session",
+    ),
     "time_on_site": _amount("minutes", "minutes on site"),
-    "conversion_rate": _conversion_rate,
-    "bounce_rate": _bounce_rate,
-    "bad_experiences": _bad_experiences,
-    "open_tickets": _open_tickets,
+    "conversion_rate": Feature(
+        lambda view, _: _conversions(view),
+        lambda view: f"{100 * _conversions(view):.0f}% of recent sessions ended in an order",
+    ),
+    "bounce_rate": Feature(
+        lambda view, _: -_bounces(view),
+        lambda view: f"{100 * _bounces(view):.0f}% of recent sessions were single-page",
+    ),
+    "bad_experiences": _amount(BAD_EXPERIENCES, "bad experiences", sign=-1.0),
+    "open_tickets": Feature(
+        lambda view, saturation: -_saturating(_open(view.state), saturation),
+        lambda view: f"{_open(view.state)} support tickets open",
+    ),
     "response_time": _support_hours("response_s", "responses", "first response"),
     "resolution_time": _support_hours("resolution_s", "resolutions", "resolution"),
     "nps": _average("nps_sum", "nps_answers", (0.0, 7.0, 10.0), "NPS"),
-    "last_nps": _last_nps,
+    "last_nps": Feature(_last_nps, _last_nps_detail),
     "csat": _average("csat_sum", "csat_answers", (1.0, 3.0, 5.0), "CSAT"),
     "review_rating": _average("rating_sum", "reviews", (1.0, 3.0, 5.0), "review rating"),
-    "sentiment": _sentiment,
+    "sentiment": Feature(_sentiment_value, _sentiment_detail),
     "shares": _amount("shares", "shares"),
     "reviews": _amount("reviews", "reviews"),
     "referrals": _amount("referrals", "referrals"),
     "purchase_frequency": _amount("orders", "orders"),
     "spend": _amount("spend", "spent"),
     "category_variety": _distinct(lambda s: s.categories, "categories bought"),
-    "returns_share": _returns_share,
+    "returns_share": Feature(_returns_share, _returns_detail),
     "playing_days": _amount("play_days", "playing days"),
     "plays": _amount("plays", "plays"),
     "deposits": _amount("deposits", "deposits"),
@@ -215,26 +263,55 @@ class Engagement:
         return out
 
 
-def engagement(state: CustomerState, at: float, config: ScoringConfig) -> Engagement:
+# Per sub-score: its name, its share of the score, its members' total weight, and each
+# member (name, weight, saturation, feature).
+_Member = tuple[str, float, float, Feature]
+_Plan = tuple[tuple[Subscore, float, float, tuple[_Member, ...]], ...]
+_PLANS: dict[int, tuple[ScoringConfig, _Plan | None]] = {}
+
+
+def _plan(config: ScoringConfig) -> _Plan | None:
+    """What of the config the score needs, worked out once per config (None: no weight).
+    Keyed by identity; the entry holds the config, so its id is not reused meanwhile."""
+    cached = _PLANS.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
     e = config.engagement
-    view = _View(state, at, config)
     by_subscore: dict[Subscore, list[tuple[str, FeatureWeight]]] = {}
     for name, fw in e.features.items():
         if fw.weight > 0:
             by_subscore.setdefault(fw.subscore, []).append((name, fw))
     weights = {k: e.subscores.get(k, 0.0) for k in SUBSCORES if k in by_subscore}
     total_weight = sum(weights.values())
+    plan: _Plan | None = None
+    if total_weight > 0:
+        plan = tuple(
+            (
+                sub,
+                100.0 * weights[sub] / total_weight,
+                sum(fw.weight for _, fw in members),
+                tuple((name, fw.weight, fw.saturation, FEATURES[name]) for name, fw in members),
+            )
+            for sub, members in by_subscore.items()
+        )
+    if len(_PLANS) >= 64:
+        _PLANS.clear()
+    _PLANS[id(config)] = (config, plan)
+    return plan
+
+
+def engagement(state: CustomerState, at: float, config: ScoringConfig) -> Engagement:
+    plan = _plan(config)
     subscores: dict[str, float] = dict.fromkeys(SUBSCORES, 0.0)
-    contributions: list[tuple[str, str, str, float]] = []
-    if total_weight <= 0:
+    if plan is None:
         return Engagement(0.0, subscores, ())
-    for sub, members in by_subscore.items():
-        share = 100.0 * weights[sub] / total_weight
-        member_weight = sum(fw.weight for _, fw in members)
+    view = _View(state, at, config)
+    contributions: list[tuple[str, str, str, float]] = []
+    for sub, share, member_weight, members in plan:
         terms = []
-        for name, fw in members:
-            value, detail = FEATURES[name](view, fw.saturation)
-            terms.append((name, detail, fw.weight * value / member_weight))
+        for name, weight, saturation, feature in members:
+            value, detail = feature(view, saturation)
+            terms.append((name, detail, weight * value / member_weight))
         positive = sum(t for _, _, t in terms if t > 0)
         negative = -sum(t for _, _, t in terms if t < 0)
         scale = positive / negative if negative > positive else 1.0
@@ -250,5 +327,42 @@ def engagement(state: CustomerState, at: float, config: ScoringConfig) -> Engage
 
 
 def engagement_score(state: CustomerState, at: float, config: ScoringConfig) -> float:
-    """0..100 (see the module docstring)."""
-    return engagement(state, at, config).score
+    """0..100 (see the module docstring): ``engagement(...).score`` to the bit, without
+    the details and sub-scores (alert snapshots need the score alone). The contributions
+    are the same products, summed in the same order."""
+    plan = _plan(config)
+    if plan is None:
+        return 0.0
+    view = _View(state, at, config)
+    decayed, h, since_landmark = state.decayed, config.half_lives_s, at - state.landmark
+    pow2, exp = math.pow, math.exp
+    # (sort key: larger effect first, then the name; the contribution)
+    contributions: list[tuple[float, str, float]] = []
+    for _, share, member_weight, members in plan:
+        terms = []
+        # The positive and the negative terms in order, for sum() (not a loop: sum() is
+        # what engagement() uses, and how it adds floats depends on the Python version).
+        positives, negatives = [], []
+        for name, weight, saturation, feature in members:
+            source = feature.decayed
+            if source is None:
+                value = feature.value(view, saturation)
+            else:
+                # feature.value inlined: state.value, then _saturating, the same operations
+                scaled = decayed.get(source, 0.0)
+                amount = 0.0 if scaled == 0.0 else scaled * pow2(2.0, -since_landmark / h[source])
+                value = feature.sign * (1.0 - exp(-max(0.0, amount) / saturation))
+            t = weight * value / member_weight
+            terms.append((name, t))
+            if t > 0:
+                positives.append(t)
+            elif t < 0:
+                negatives.append(t)
+        positive = sum(positives)
+        negative = -sum(negatives)
+        scale = positive / negative if negative > positive else 1.0
+        for name, t in terms:
+            c = share * (t * scale if t < 0 else t)
+            contributions.append((-abs(c), name, c))
+    contributions.sort()
+    return min(100.0, max(0.0, sum([c for _, _, c in contributions])))

@@ -28,16 +28,30 @@ from scoring.scores import (
     LEVEL_NAMES,
     alive_probability,
     churn_risk,
-    churn_value,
+    churn_terms,
     engagement_score,
 )
-from scoring.state import DAY_S, CustomerState, event_digest
+from scoring.state import DAY_S, CustomerState, completer, event_digest, slot_init
 from scoring.thresholds import decide_churn, earliest_check_at, threshold_of
 from scoring.value import customer_clv, moved_up, tier_of, tier_reasons
 
 Alert = ChurnRiskAlert | InterventionAlert
+# What an evaluation sets, in the order ``_evaluate_churn`` passes them.
+_EVALUATED = (
+    "churn_risk",
+    "churn_level",
+    "churn_alerts",
+    "last_alert_at",
+    "evaluated_at",
+    "tier",
+    "clv",
+    "next_check_at",
+    "check_exact",
+)
+_complete_evaluation = completer(*_EVALUATED)
 
 
+@slot_init  # one per event
 @dataclass(frozen=True, slots=True)
 class Outcome:
     state: CustomerState
@@ -74,9 +88,7 @@ def sweep_due(
         if not state.check_exact:
             state = settle(state, config)  # the cheap bound was reached: find the real time
             continue
-        state, alert = _evaluate_churn(
-            state, due, Trigger(source="inactivity", event_id=None), due, emitted_at, config, True
-        )
+        state, alert = _evaluate_churn(state, due, None, due, emitted_at, config, True)
         checked = due
         if alert is not None:
             alerts.append(alert)
@@ -104,14 +116,16 @@ def apply_event(
     emitted_at: float,
     config: ScoringConfig,
     checks_until: float | None = None,
+    event_time: float | None = None,
 ) -> Outcome:
     """Fold one event into the state (once per event_id within the dedup window).
 
     ``checks_until`` bounds the inactivity checks run first: on the event clock, only up
     to the time all of the customer's partitions have been read to (the watermark), so a
     check never runs before an earlier event still waiting in a slower topic.
+    ``event_time``: ``event.occurred_at.timestamp()``, when the caller has it already.
     """
-    t_event = event.occurred_at.timestamp()
+    t_event = event.occurred_at.timestamp() if event_time is None else event_time
     alerts: list[Alert] = []
     if state is None:
         state = CustomerState.new(event.customer_id, t_event)
@@ -119,12 +133,18 @@ def apply_event(
         # Checks that fell due before this event are run first, so an inactivity alert
         # does not depend on whether the sweeper reached the customer before the event.
         until = now if checks_until is None else min(now, checks_until)
-        due = evaluate_due(state, until, emitted_at, config)
-        state, alerts = due.state, list(due.alerts)
+        due_at = state.next_check_at
+        if due_at is not None and due_at <= until:
+            due = evaluate_due(state, until, emitted_at, config)
+            state, alerts = due.state, list(due.alerts)
 
     digest = event_digest(event.event_id)
     horizon = now - config.dedup.window_s
-    recent = {d: seen for d, seen in state.recent_events.items() if seen >= horizon}
+    seen_at = state.recent_events
+    if not seen_at or min(seen_at.values()) >= horizon:
+        recent = dict(seen_at)  # the common case: nothing left the window
+    else:
+        recent = {d: seen for d, seen in seen_at.items() if seen >= horizon}
     if digest in recent:
         return Outcome(
             state=state.evolve(recent_events=recent), alerts=tuple(alerts), duplicate=True
@@ -137,38 +157,42 @@ def apply_event(
     # A late event is judged at the customer's latest known time, not back in the past.
     at = max(now, state.last_seen)
     purchase = isinstance(event, PurchaseEvent) and event.type == "order"
-    trigger = Trigger(source="event", event_id=event.event_id)
+    # ``fold`` made a new state: the evaluation completes it rather than copy it again.
     state, churn_alert = _evaluate_churn(
-        state, at, trigger, t_event, emitted_at, config, purchase or not tier_before
+        state, at, event.event_id, t_event, emitted_at, config, purchase or not tier_before, True
     )
     if churn_alert is not None:
         alerts.append(churn_alert)
     # Freshness and cooldown are judged on the scorer clock (on the event clock: the event's
     # own time), so they do not depend on what other topics have been read so far.
-    state, intervention = _intervene(state, event, max(now, t_event), emitted_at, config)
+    state, intervention = _intervene(state, event, t_event, max(now, t_event), emitted_at, config)
     if intervention is not None:
         alerts.append(intervention)
     if state.tier == "champion" and moved_up(tier_before, state.tier):
         state, milestone = _milestone(state, event, tier_before, at, emitted_at, config)
         if milestone is not None:
             alerts.append(milestone)
-    return Outcome(state=state, alerts=tuple(alerts))
+    return Outcome(state, tuple(alerts))
 
 
 def _evaluate_churn(
     state: CustomerState,
     at: float,
-    trigger: Trigger,
+    event_id: str | None,
     occurred_at: float,
     emitted_at: float,
     config: ScoringConfig,
     revalue: bool = False,
+    fresh: bool = False,
 ) -> tuple[CustomerState, ChurnRiskAlert | None]:
     """Churn risk, level and schedule, and the tier, at ``at``; CLV too when ``revalue``
-    (purchases and inactivity checks: hyp2f1 is too dear for every click). One copy of
-    the state; the reasons are only built for an alert."""
+    (purchases and inactivity checks: hyp2f1 is too dear for every click). The trigger is
+    the event ``event_id``, or inactivity when None. One copy of the state, none when it
+    is ``fresh`` (just made by the caller, see ``state.completer``); the churn terms are
+    computed once, for the risk and the schedule; the reasons only for an alert."""
     thresholds = config.churn.thresholds
-    risk = churn_value(state, at, config)
+    terms = churn_terms(state, at, config)
+    risk = terms.risk
     decision = decide_churn(
         state.churn_level,
         risk,
@@ -194,7 +218,9 @@ def _evaluate_churn(
             threshold=threshold_of(decision.alert_level, thresholds),
             engagement_score=engagement_score(state, at, config),
             reasons=list(assessment.reasons),
-            trigger=trigger,
+            trigger=Trigger(
+                source="inactivity" if event_id is None else "event", event_id=event_id
+            ),
             occurred_at=_dt(occurred_at),
             emitted_at=_dt(emitted_at),
             p_alive=assessment.p_alive,
@@ -203,20 +229,12 @@ def _evaluate_churn(
         )
     # Only a lower bound here (closed form); ``settle`` finds the exact time when needed.
     check = earliest_check_at(
-        state, at, config, decision.armed_level, last_alert_at.get("churn_risk")
+        state, at, config, decision.armed_level, last_alert_at.get("churn_risk"), terms
     )
-    state = state.evolve(
-        churn_risk=risk,
-        churn_level=decision.armed_level,
-        churn_alerts=churn_alerts,
-        last_alert_at=last_alert_at,
-        evaluated_at=at,
-        tier=tier,
-        clv=clv,
-        next_check_at=check,
-        check_exact=check is None,
-    )
-    return state, alert
+    values = (risk, decision.armed_level, churn_alerts, last_alert_at, at, tier, clv, check)
+    if fresh:
+        return _complete_evaluation(state, *values, check is None), alert
+    return state.evolve(**dict(zip(_EVALUATED, (*values, check is None), strict=True))), alert
 
 
 def _snapshot(state: CustomerState, at: float, config: ScoringConfig) -> CustomerSnapshot:
@@ -298,13 +316,17 @@ def _trigger(
 
 
 def _intervene(
-    state: CustomerState, event: InputEvent, at: float, emitted_at: float, config: ScoringConfig
+    state: CustomerState,
+    event: InputEvent,
+    t_event: float,
+    at: float,
+    emitted_at: float,
+    config: ScoringConfig,
 ) -> tuple[CustomerState, InterventionAlert | None]:
     found = _trigger(event, config)
     if found is None:
         return state, None
     kind, severity, detail = found
-    t_event = event.occurred_at.timestamp()
     if at - t_event > config.interventions.max_trigger_age_days * DAY_S:
         return state, None  # too late to be worth acting on
     last = state.last_alert_at.get(kind)

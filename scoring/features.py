@@ -12,7 +12,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
-from scoring.state import DAY_S, CustomerState, bit_of
+from scoring.state import DAY_S, CustomerState, bit_of, evolver
 
 if TYPE_CHECKING:
     from scoring.config import ScoringConfig
@@ -148,6 +148,12 @@ CLICK_TYPES: dict[str, str] = {
 }
 
 
+# What fold changes for every event, in the order it passes them.
+_evolve_folded = evolver(
+    "landmark", "decayed", "counts", "recent_events", "first_seen", "last_seen"
+)
+
+
 def half_lives_s(config: ScoringConfig) -> dict[str, float]:
     """Half-life in seconds of every decayed feature."""
     e = config.engagement
@@ -244,15 +250,8 @@ def fold(
             decayed[name] = decayed.get(name, 0.0) + w * math.pow(
                 2.0, (state.session_start - landmark) / h[name]
             )
-    return state.evolve(
-        landmark=landmark,
-        decayed=decayed,
-        counts=counts,
-        recent_events=recent,
-        first_seen=min(state.first_seen, t),
-        last_seen=max(state.last_seen, t),
-        **changes,
-    )
+    first_seen, last_seen = min(state.first_seen, t), max(state.last_seen, t)
+    return _evolve_folded(state, landmark, decayed, counts, recent, first_seen, last_seen, changes)
 
 
 def _order(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from schemas.alerts import Reason
 from scoring.config import ScoringConfig
@@ -125,6 +126,61 @@ def churn_value(state: CustomerState, at: float, config: ScoringConfig) -> float
     return min(1.0, max(0.0, risk))
 
 
+class ChurnTerms(NamedTuple):
+    """What one evaluation computes of churn_risk, for the schedule to reuse:
+    ``churn_value``, ``bad_experience_term`` and ``alive_inputs`` at the same time (a
+    named tuple: one is made per evaluation, a frozen dataclass costs twice as much)."""
+
+    risk: float
+    bad_experiences: float
+    alive: AliveInputs | None
+
+
+def churn_terms(state: CustomerState, at: float, config: ScoringConfig) -> ChurnTerms:
+    """``churn_value`` with the terms it is made of, each computed once: every operation
+    the per-term functions do, in the same order, so the values are the same to the bit
+    (tests/unit/scoring/test_scoring_scores.py)."""
+    c = config.churn
+    h = config.half_lives_s
+    pow2 = math.pow
+    # state.value, inlined: three decayed values are read for every evaluation
+    decayed, since_landmark = state.decayed, at - state.landmark
+    inputs = None if config.model.bgnbd is None else alive_inputs(state, at, config)
+    alive = None if inputs is None else p_alive(inputs.params, inputs.x, inputs.t_x, inputs.T)
+    dormant = 0.0 if alive is None else c.alive_weight * (1.0 - alive)
+    # max() and min() keep their first argument unless the next compares strictly greater
+    # (smaller): the conditionals below repeat that (as scoring/schedule.py does).
+    silence = at - state.last_seen
+    silent_days = (silence if silence > 0.0 else 0.0) / DAY_S
+    recency = 1.0 - pow2(2.0, -silent_days / c.recency_half_life_days)
+    scaled = decayed.get(ACTIVITY_LONG, 0.0)
+    long = 0.0 if scaled == 0.0 else scaled * pow2(2.0, -since_landmark / h[ACTIVITY_LONG])
+    falling = 0.0  # momentum is 0 without a long-horizon level
+    if not long <= 0.0:
+        m = config.momentum
+        scaled = decayed.get(ACTIVITY_SHORT, 0.0)
+        short = 0.0 if scaled == 0.0 else scaled * pow2(2.0, -since_landmark / h[ACTIVITY_SHORT])
+        ratio = (short / m.short_half_life_days) / (long / m.long_half_life_days)
+        clipped = ratio - 1.0 if ratio - 1.0 < 1.0 else 1.0
+        momentum = clipped if clipped > -1.0 else -1.0
+        falling = -momentum if -momentum > 0.0 else 0.0
+    rising = (
+        (c.recency_weight + (c.alive_weight if alive is None else 0.0)) * recency
+        + dormant
+        + c.momentum_weight * falling
+    )
+    scaled = decayed.get(BAD_EXPERIENCES, 0.0)
+    bad_decayed = 0.0 if scaled == 0.0 else scaled * pow2(2.0, -since_landmark / h[BAD_EXPERIENCES])
+    counts = state.counts
+    tickets = counts.get("tickets_opened", 0) - counts.get("tickets_resolved", 0)
+    tickets = tickets if tickets > 0 else 0
+    load = bad_decayed + c.open_ticket_weight * tickets
+    bad = 1.0 - math.exp(-load / c.bad_experience_saturation)
+    risk = rising + c.bad_experience_weight * bad
+    floored = risk if risk > 0.0 else 0.0
+    return ChurnTerms(floored if floored < 1.0 else 1.0, bad, inputs)
+
+
 def churn_risk(state: CustomerState, at: float, config: ScoringConfig) -> ChurnAssessment:
     c = config.churn
     recency = _recency(state, at, config)
@@ -177,9 +233,11 @@ __all__ = [
     "LEVEL_NAMES",
     "AliveInputs",
     "ChurnAssessment",
+    "ChurnTerms",
     "alive_inputs",
     "alive_probability",
     "churn_risk",
+    "churn_terms",
     "churn_value",
     "engagement",
     "engagement_score",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from scoring.config import ChurnThresholds, ScoringConfig
 from scoring.scores import (
+    ChurnTerms,
     alive_inputs,
     bad_experience_term,
     recency_weight,
@@ -58,8 +59,16 @@ def decide_churn(
         level > 0 or last_alert_at is None or at - last_alert_at >= thresholds.cooldown_days * DAY_S
     )
     if current > level and cooled:
-        return ChurnDecision(armed_level=current, alert_level=current)
-    return ChurnDecision(armed_level=level, alert_level=None)
+        return _DECISIONS[current, current]
+    return _DECISIONS.get((level, None)) or ChurnDecision(armed_level=level, alert_level=None)
+
+
+# Every decision there can be (levels 0-2), made once: one is needed per evaluation.
+_DECISIONS = {
+    (armed, alert): ChurnDecision(armed_level=armed, alert_level=alert)
+    for armed in range(3)
+    for alert in (None, 1, 2)
+}
 
 
 def earliest_check_at(
@@ -68,6 +77,7 @@ def earliest_check_at(
     config: ScoringConfig,
     level: int | None = None,
     last_churn_alert: float | None = None,
+    terms: ChurnTerms | None = None,
 ) -> float | None:
     """A lower bound of ``next_check_at``, in closed form: cheap enough for every event.
 
@@ -76,7 +86,8 @@ def earliest_check_at(
     -- make up the rest. Those two weigh w_r + w_a together: they cannot reach a share f
     of that before one of them alone reaches f, so the earlier of the two times at which
     each alone does is a lower bound. For an active customer it is days away, and the
-    exact bisection is only needed if an event or the sweeper gets there.
+    exact bisection is only needed if an event or the sweeper gets there. ``terms``: the
+    state's own ``churn_terms`` at ``at``, when the caller has them.
     """
     t = config.churn.thresholds
     # ``level`` and ``last_churn_alert`` stand for the state's own when it is about to get
@@ -90,12 +101,11 @@ def earliest_check_at(
     if last_churn_alert is not None and level == 0:
         earliest = max(earliest, last_churn_alert + t.cooldown_days * DAY_S)
     latest = at + t.max_check_interval_days * DAY_S
-    needed = (
-        threshold_of(level + 1, t)
-        - c.momentum_weight
-        - c.bad_experience_weight * bad_experience_term(state, at, config)
-    )
-    inputs = alive_inputs(state, at, config)
+    if terms is None:
+        bad, inputs = bad_experience_term(state, at, config), alive_inputs(state, at, config)
+    else:
+        bad, inputs = terms.bad_experiences, terms.alive
+    needed = threshold_of(level + 1, t) - c.momentum_weight - c.bad_experience_weight * bad
     w_recency = recency_weight(config, None if inputs is None else 1.0)
     w_alive = 0.0 if inputs is None else c.alive_weight
     if needed <= 0.0:
@@ -123,7 +133,11 @@ def earliest_check_at(
         crossing = min(crossing, inputs.first_purchase_at + max(big_t, inputs.t_x) * unit)
     if crossing == math.inf:
         return max(earliest, latest) if earliest >= latest else latest
-    return min(max(earliest, crossing), max(earliest, latest))
+    # min(max(earliest, crossing), max(earliest, latest)), run for every event: max and
+    # min keep their first argument unless the next compares strictly greater (smaller).
+    due = crossing if crossing > earliest else earliest
+    bound = latest if latest > earliest else earliest
+    return bound if bound < due else due
 
 
 def _bad_term(state: CustomerState, at: float, config: ScoringConfig) -> float:

@@ -10,10 +10,13 @@ from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ValidationError
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
+from scoring.state import slot_init
 
 SOURCE_TOPIC_HEADER = "source_topic"
+_EVENT_MODELS = (ClickstreamEvent, PurchaseEvent, FeedbackEvent)
 
 
+@slot_init  # one per consumed message
 @dataclass(frozen=True, slots=True)
 class Record:
     """One consumed Kafka message, as the broker gave it."""
@@ -72,7 +75,7 @@ class Decoder:
             event = model.model_validate_json(record.value)
         except ValidationError as exc:
             raise RejectedRecord(_describe(exc)) from None
-        assert isinstance(event, ClickstreamEvent | PurchaseEvent | FeedbackEvent)
+        assert isinstance(event, _EVENT_MODELS)
         return event
 
 

@@ -14,8 +14,10 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from schemas.events import InputEvent
+from scoring.state import slot_init
 from streams.intake import Record
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 
 
+@slot_init  # one per event
 @dataclass(frozen=True, slots=True)
 class Scorable:
     """A decoded record on its owner shard, ready to score (or waiting to be)."""
@@ -32,6 +35,10 @@ class Scorable:
     shard: int
     time: float
     seq: int
+
+
+# Event time, then the order read in: a C key function (a backlog sorts many items).
+_EVENT_TIME_ORDER = attrgetter("time", "seq")
 
 
 def no_consumer_information(topic: str, partition: int) -> int | None:
@@ -56,11 +63,16 @@ class EventTimeBuffer:
 
     def note_read(self, record: Record) -> None:
         tp = (record.topic, record.partition)
-        self.consumed[tp] = max(self.consumed.get(tp, -1), record.offset)
+        consumed = self.consumed.get(tp, -1)
+        self.consumed[tp] = record.offset if record.offset > consumed else consumed
 
     def add(self, item: Scorable) -> None:
-        tp = (item.record.topic, item.record.partition)
-        self.queues.setdefault(tp, deque()).append(item)
+        record = item.record
+        tp = (record.topic, record.partition)
+        queue = self.queues.get(tp)
+        if queue is None:
+            queue = self.queues[tp] = deque()
+        queue.append(item)
         self.held += 1
         self.read_marks[tp] = max(self.read_marks.get(tp, item.time), item.time)
 
@@ -124,7 +136,7 @@ class EventTimeBuffer:
         if overfull:
             log.warning("more than %d events wait for the event clock", self.max_held)
         for items in ready.values():
-            items.sort(key=lambda item: (item.time, item.seq))
+            items.sort(key=_EVENT_TIME_ORDER)
         return ready
 
     def forget(self, partitions: Iterable[TP]) -> None:

@@ -70,9 +70,16 @@ class BatchOutcome:
     # (topic, outcome) -> records, for the events metric
     by_topic: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def tally(self, topic: str, outcome: str) -> None:
+    def tally(self, topic: str, outcome: str, n: int = 1) -> None:
+        """``n`` more records of ``topic`` applied, duplicate or redelivered."""
         key = (topic, outcome)
-        self.by_topic[key] = self.by_topic.get(key, 0) + 1
+        self.by_topic[key] = self.by_topic.get(key, 0) + n
+        if outcome == "applied":
+            self.applied += n
+        elif outcome == "duplicate":
+            self.duplicates += n
+        elif outcome == "redelivered":
+            self.redelivered += n
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,17 +160,19 @@ class Scorer:
         acknowledged once the outcome's outputs are published."""
         outcome = BatchOutcome()
         ready: dict[int, list[Scorable]] = {}
+        buffer, decode, rerouted = self.buffer, self.decoder.decode, self.decoder.rerouted
+        aligned, shards = self.aligned_topics, self.shards
         for record in records:
-            self.buffer.note_read(record)
+            buffer.note_read(record)
             try:
-                event = self.decoder.decode(record)
+                event = decode(record)
             except RejectedRecord as exc:
                 outcome.dead_letters.append(DeadLetter(record, str(exc)))
                 outcome.done.append(record)
                 continue
-            shard = shard_of(event.customer_id, self.shards)
-            if record.topic != self.decoder.rerouted and (
-                record.partition != shard or record.topic not in self.aligned_topics
+            shard = shard_of(event.customer_id, shards)
+            if record.topic != rerouted and (
+                record.partition != shard or record.topic not in aligned
             ):
                 source = self.decoder.source_topic(record)
                 outcome.reroutes.append(Reroute(record, shard, source))
@@ -172,7 +181,7 @@ class Scorer:
             self._seq += 1
             item = Scorable(record, event, shard, event.occurred_at.timestamp(), self._seq)
             if self.event_clock:
-                self.buffer.add(item)
+                buffer.add(item)
             else:
                 ready.setdefault(shard, []).append(item)
         await self._score_ready(self.buffer.release if self.event_clock else lambda: ready, outcome)
@@ -242,32 +251,44 @@ class Scorer:
         write = ShardWrite(shard=view.shard, expected_epoch=view.epoch)
         alerts: list[Alert] = []
         kpi = KpiDelta()  # the population KPIs move with the states, in the same commit
+        config, event_clock = self.config, self.event_clock
+        offsets, marks = write.offsets, write.marks
+        # Per partition of the batch: (applied offset, its offset field, its mark field),
+        # and per (topic, outcome) how many records (the tally, added up once).
+        partitions: dict[tuple[str, int], tuple[int, str, str]] = {}
+        counted: dict[tuple[str, str], int] = {}
         for item in items:
             record, event = item.record, item.event
-            if record.offset <= view.applied_offset(record.topic, record.partition):
-                tally.redelivered += 1
-                tally.tally(record.topic, "redelivered")
+            tp = (record.topic, record.partition)
+            known = partitions.get(tp)
+            if known is None:
+                applied_offset = view.applied_offset(*tp)
+                known = partitions[tp] = (applied_offset, offset_field(*tp), mark_field(*tp))
+            applied, name, mark = known
+            if record.offset <= applied:
+                key = (record.topic, "redelivered")
+                counted[key] = counted.get(key, 0) + 1
                 continue
-            name = offset_field(record.topic, record.partition)
-            write.offsets[name] = max(write.offsets.get(name, -1), record.offset)
+            offset = offsets.get(name, -1)
+            offsets[name] = record.offset if record.offset > offset else offset
             now = wall_now
-            if self.event_clock:
+            if event_clock:
                 # Scored at its own time: every partition of the shard has been read past
                 # it, so the inactivity checks due before it can run first, safely.
                 now = item.time
-                mark = mark_field(record.topic, record.partition)
-                write.marks[mark] = max(write.marks.get(mark, now), now)
-            before = states.get(event.customer_id)
-            result = apply_event(before, event, now, wall_now, self.config)
-            states[event.customer_id] = result.state
+                latest = marks.get(mark, now)
+                marks[mark] = now if now > latest else latest
+            customer_id = event.customer_id
+            before = states.get(customer_id)
+            # positionally (no checks_until; the event time known): cheaper, once per event
+            result = apply_event(before, event, now, wall_now, config, None, item.time)
+            states[customer_id] = result.state
             kpi.add_events(before, result.state, now)
-            if result.duplicate:
-                tally.duplicates += 1
-                tally.tally(record.topic, "duplicate")
-            else:
-                tally.applied += 1
-                tally.tally(record.topic, "applied")
+            key = (record.topic, "duplicate" if result.duplicate else "applied")
+            counted[key] = counted.get(key, 0) + 1
             alerts.extend(result.alerts)
+        for (topic, kind), n in counted.items():
+            tally.tally(topic, kind, n)
         write.states = {c: s for c, s in states.items() if s is not None}
         for customer_id, state in write.states.items():
             kpi.add_customer(view.customers.get(customer_id), state)

@@ -250,3 +250,20 @@ def test_the_gaming_profile_counts_playing_days_and_games() -> None:
     assert "playing_days" not in {
         c[0] for c in engagement(state, state.last_seen, CONFIG).contributions
     }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    histories(), st.floats(0, 200 * DAY_S), st.sampled_from(["retail", "gaming", "subscription"])
+)
+def test_the_score_alone_is_the_explained_score_to_the_bit(
+    events: list[InputEvent], later: float, profile: str
+) -> None:
+    """Alert snapshots take engagement_score, which skips the details and sub-scores: it
+    must be the score engagement() explains, exactly."""
+    config = load_profile(profile)
+    state = fold(events, config)
+    when = state.last_seen + later
+    fast, explained = engagement_score(state, when, config), engagement(state, when, config).score
+    assert math.copysign(1.0, fast) == math.copysign(1.0, explained)
+    assert fast == explained

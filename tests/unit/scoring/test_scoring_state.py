@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -15,7 +15,15 @@ from scoring.config import ScoringConfig, load_config
 from scoring.engine import apply_event, evaluate_due
 from scoring.features import ACTIVITY_SHORT
 from scoring.scores import half_lives
-from scoring.state import _REBASE_EXPONENT, DAY_S, CustomerState, day_floor
+from scoring.state import (
+    _REBASE_EXPONENT,
+    DAY_S,
+    CustomerState,
+    completer,
+    day_floor,
+    evolver,
+    slot_init,
+)
 
 CONFIG = load_config()
 T0 = datetime(2026, 1, 1, 8, 0, tzinfo=UTC).timestamp()
@@ -237,3 +245,47 @@ def test_a_silent_customer_forgets_event_ids_past_the_window() -> None:
     assert list(state.recent_events.values()) == [float(math.floor(T0))]
     swept = evaluate_due(state, T0 + 40 * DAY_S, 0.0, CONFIG).state
     assert swept.churn_alerts >= 1 and swept.recent_events == {}
+
+
+def test_the_compiled_copies_are_evolve() -> None:
+    state = CustomerState.new("c", T0)
+    fold_like = evolver("decayed", "last_seen")
+    for changes in ({}, {"session_hits": 3, "tier": "loyal"}):
+        made = fold_like(state, {ACTIVITY_SHORT: 1.0}, T0 + 1, changes)
+        assert made == state.evolve(decayed={ACTIVITY_SHORT: 1.0}, last_seen=T0 + 1, **changes)
+        assert made is not state
+    with pytest.raises(TypeError, match="mood"):
+        fold_like(state, {}, T0, {"mood": 1})
+    with pytest.raises(TypeError, match="no field"):
+        evolver("decayed", "mood")
+    made = fold_like(state, {}, T0, {})
+    expected = made.evolve(churn_risk=0.25, tier="loyal")
+    complete = completer("churn_risk", "tier")
+    assert complete(made, 0.25, "loyal") is made
+    assert made == expected
+    with pytest.raises(TypeError, match="no field"):
+        completer("churn_risk", "mood")
+
+
+@slot_init
+@dataclass(frozen=True, slots=True)
+class _Pair:
+    left: int
+    right: str = "r"
+
+
+def test_a_slot_init_class_is_built_as_its_dataclass_would_be() -> None:
+    assert _Pair(1) == _Pair(left=1, right="r")
+    assert _Pair(2, right="x").right == "x"
+    with pytest.raises(TypeError):
+        _Pair()  # type: ignore[call-arg]  # the missing field is the point
+    with pytest.raises(FrozenInstanceError):
+        _Pair(1).left = 2  # type: ignore[misc]  # frozen, still
+
+
+def test_a_new_state_is_the_dataclass_with_its_defaults() -> None:
+    made = CustomerState.new("c", T0 + 0.5)
+    assert made == CustomerState(
+        customer_id="c", landmark=day_floor(T0 + 0.5), first_seen=T0 + 0.5, last_seen=T0 + 0.5
+    )
+    assert made.decayed is not CustomerState.new("d", T0).decayed  # no shared defaults
