@@ -17,14 +17,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
 
+from churn_states import churn_states
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.codec import encode, with_exact_check
 from scoring.config import ScoringConfig, load_config, load_profile
 from scoring.engine import apply_event, evaluate_due, sweep_due
-from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.model import BgNbdParams, ModelParams
 from scoring.schedule import exact_check_at
 from scoring.scores import rising_terms
@@ -101,59 +100,12 @@ def test_the_rising_terms_are_the_same_floats() -> None:
     assert evaluated > 10_000
 
 
-# Decayed sums as they occur (a subnormal one would make momentum divide by zero in both).
-decayed_sum = st.one_of(
-    st.just(0.0),
-    st.floats(1e-9, 1e12),
-    st.floats(-1e12, -1e-9),
-)
-
-
 @settings(max_examples=300, deadline=None)
-@given(
-    config_name=st.sampled_from(sorted(CONFIGS)),
-    short=decayed_sum,
-    long=decayed_sum,
-    bad=st.floats(0, 50),
-    tickets=st.integers(0, 5),
-    landmark_days=st.floats(-400, 0),
-    last_seen_days=st.floats(-400, 0),
-    level=st.integers(0, 2),
-    last_alert_days=st.one_of(st.none(), st.floats(-30, 0)),
-    first_day=st.integers(-1, 400),
-    purchase_span=st.integers(-3, 400),
-    purchase_days=st.integers(0, 40),
-)
+@given(case=churn_states(CONFIGS, START.timestamp(), purchase_span_from=-3, resolved_tickets=False))
 def test_arbitrary_states_get_the_same_check_times(
-    config_name: str,
-    short: float,
-    long: float,
-    bad: float,
-    tickets: int,
-    landmark_days: float,
-    last_seen_days: float,
-    level: int,
-    last_alert_days: float | None,
-    first_day: int,
-    purchase_span: int,
-    purchase_days: int,
+    case: tuple[ScoringConfig, float, CustomerState],
 ) -> None:
-    config: ScoringConfig = CONFIGS[config_name]
-    at = START.timestamp() + 400 * DAY_S
-    day0 = int(START.timestamp() // DAY_S)
-    state = CustomerState(
-        customer_id="c",
-        landmark=at + landmark_days * DAY_S,
-        decayed={ACTIVITY_SHORT: short, ACTIVITY_LONG: long, BAD_EXPERIENCES: bad},
-        counts={"tickets_opened": tickets},
-        last_seen=at + last_seen_days * DAY_S,
-        churn_level=level,
-        last_alert_at={} if last_alert_days is None else {"churn_risk": at + last_alert_days},
-        evaluated_at=at,
-        first_purchase_day=-1 if first_day < 0 else day0 + first_day,
-        last_purchase_day=-1 if first_day < 0 else day0 + first_day + purchase_span,
-        purchase_days=purchase_days,
-    )
+    config, at, state = case
     try:
         expected = next_check_at(state, at, config)
     except ValueError as exc:  # BG/NBD refuses a last purchase before the first

@@ -7,13 +7,13 @@ import math
 from datetime import UTC, datetime
 
 import pytest
+from churn_states import churn_states
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import ClickstreamEvent
-from scoring.config import load_config, load_profile
+from scoring.config import ScoringConfig, load_config, load_profile
 from scoring.engine import apply_event
-from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.model import BgNbdParams, ModelParams
 from scoring.scores import (
     alive_inputs,
@@ -154,7 +154,6 @@ def test_bad_experiences_raise_churn_risk() -> None:
 
 FITTED = CONFIG.with_model(ModelParams(bgnbd=BgNbdParams(r=0.25, alpha=4.0, a=0.8, b=2.4)))
 TERM_CONFIGS = {"retail": CONFIG, "fitted": FITTED, "gaming": load_profile("gaming")}
-decayed_sum = st.one_of(st.just(0.0), st.floats(1e-9, 1e12), st.floats(-1e12, -1e-9))
 
 
 def same(a: float, b: float) -> bool:
@@ -163,52 +162,14 @@ def same(a: float, b: float) -> bool:
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    config_name=st.sampled_from(sorted(TERM_CONFIGS)),
-    short=decayed_sum,
-    long=decayed_sum,
-    bad=st.floats(0, 50),
-    tickets=st.tuples(st.integers(0, 5), st.integers(0, 5)),
-    landmark_days=st.floats(-400, 0),
-    last_seen_days=st.floats(-400, 0),
-    level=st.integers(0, 2),
-    last_alert_days=st.one_of(st.none(), st.floats(-30, 0)),
-    first_day=st.integers(-1, 400),
-    purchase_span=st.integers(0, 400),
-    purchase_days=st.integers(0, 40),
-)
+@given(case=churn_states(TERM_CONFIGS, T0))
 def test_churn_terms_are_the_separate_terms_to_the_bit(
-    config_name: str,
-    short: float,
-    long: float,
-    bad: float,
-    tickets: tuple[int, int],
-    landmark_days: float,
-    last_seen_days: float,
-    level: int,
-    last_alert_days: float | None,
-    first_day: int,
-    purchase_span: int,
-    purchase_days: int,
+    case: tuple[ScoringConfig, float, CustomerState],
 ) -> None:
     """The engine computes the terms once per evaluation and hands them to the schedule:
     the risk, the bad-experience term and the BG/NBD inputs must be the ones the
     separate functions give, so the risk and the check time are unchanged to the bit."""
-    config = TERM_CONFIGS[config_name]
-    at = T0 + 400 * DAY_S
-    day0 = int(T0 // DAY_S)
-    state = CustomerState(
-        customer_id="c",
-        landmark=at + landmark_days * DAY_S,
-        decayed={ACTIVITY_SHORT: short, ACTIVITY_LONG: long, BAD_EXPERIENCES: bad},
-        counts={"tickets_opened": tickets[0], "tickets_resolved": tickets[1]},
-        last_seen=at + last_seen_days * DAY_S,
-        churn_level=level,
-        last_alert_at={} if last_alert_days is None else {"churn_risk": at + last_alert_days},
-        first_purchase_day=-1 if first_day < 0 else day0 + first_day,
-        last_purchase_day=-1 if first_day < 0 else day0 + first_day + purchase_span,
-        purchase_days=purchase_days,
-    )
+    config, at, state = case
     terms = churn_terms(state, at, config)
     assert same(terms.risk, churn_value(state, at, config))
     assert same(terms.bad_experiences, bad_experience_term(state, at, config))
