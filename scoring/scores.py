@@ -119,7 +119,8 @@ def rising_terms(state: CustomerState, at: float, config: ScoringConfig) -> floa
 
 
 def churn_value(state: CustomerState, at: float, config: ScoringConfig) -> float:
-    """churn_risk alone, without building its reasons (the per-event path)."""
+    """churn_risk alone, without building its reasons: the definition by its terms,
+    which ``churn_terms`` (what the engine calls) is checked against to the bit."""
     risk = rising_terms(state, at, config) + config.churn.bad_experience_weight * (
         bad_experience_term(state, at, config)
     )

@@ -207,22 +207,6 @@ class CustomerState:
         return decode(raw.encode("latin-1") if isinstance(raw, str) else raw)
 
 
-def _compile_evolve() -> Callable[[CustomerState, Mapping[str, Any]], CustomerState]:
-    # Straight-line code, one line per field, setting the slots directly (the frozen
-    # class refuses setattr, its slot descriptors do not): what dataclasses does for
-    # __init__, without the keyword-argument call.
-    names = [f.name for f in fields(CustomerState)]
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": CustomerState}
-    lines = ["def evolve(self, c):", "    new = _new(_cls)"]
-    for i, name in enumerate(names):
-        scope[f"_set{i}"] = getattr(CustomerState, name).__set__
-        lines.append(f"    _set{i}(new, c[{name!r}] if {name!r} in c else self.{name})")
-    lines.append("    return new")
-    exec("\n".join(lines), scope)
-    compiled: Callable[[CustomerState, Mapping[str, Any]], CustomerState] = scope["evolve"]
-    return compiled
-
-
 def _compile_new() -> Callable[[str, float, float, float], CustomerState]:
     given = ("customer_id", "landmark", "first_seen", "last_seen")
     scope: dict[str, Any] = {"_new": object.__new__, "_cls": CustomerState}
@@ -245,15 +229,17 @@ def _compile_new() -> Callable[[str, float, float, float], CustomerState]:
 
 
 def evolver(*given: str) -> Callable[..., CustomerState]:
-    """``evolve(fresh, v1, v2, ..., changes)``: ``state.evolve(name1=v1, ..., **changes)``
+    """``evolve(state, v1, v2, ..., changes)``: ``state.evolve(name1=v1, ..., **changes)``
     for a caller that always changes the ``given`` fields, and some others in
     ``changes`` (often none: then no field is looked up in it). For ``features.fold``,
-    which copies the state once per event."""
+    which copies the state once per event, and (nothing given) ``CustomerState.evolve``.
+    Straight-line code setting the slots directly (the frozen class refuses setattr,
+    its slot descriptors do not), without the keyword-argument call."""
     unknown = sorted(set(given) - _FIELD_NAMES)
     if unknown:
         raise TypeError(f"CustomerState has no field(s) {', '.join(unknown)}")
     scope: dict[str, Any] = {"_new": object.__new__, "_cls": CustomerState, "_known": _FIELD_NAMES}
-    lines = [f"def evolve(self, {', '.join(given)}, c):", "    new = _new(_cls)"]
+    lines = [f"def evolve({', '.join(['self', *given, 'c'])}):", "    new = _new(_cls)"]
     rest = []
     for i, f in enumerate(fields(CustomerState)):
         scope[f"_set{i}"] = getattr(CustomerState, f.name).__set__
@@ -275,7 +261,7 @@ def evolver(*given: str) -> Callable[..., CustomerState]:
 
 _FIELD_NAMES = frozenset(f.name for f in fields(CustomerState))
 _new_state = _compile_new()
-_evolve = _compile_evolve()
+_evolve = evolver()
 
 
 def completer(*names: str) -> Callable[..., CustomerState]:

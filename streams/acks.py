@@ -40,10 +40,11 @@ class InOrderAcks:
         # A record read again (after a seek back) is acknowledged through its newest event.
         self.events[key] = event
 
-    def known(self, records: Iterable[Record]) -> set[Key]:
-        """The keys of ``records`` read and not acknowledged yet (a record of a partition
+    def known(self, records: Iterable[Record]) -> list[Record]:
+        """Those of ``records`` read and not acknowledged yet (a record of a partition
         revoked since it was read is not: its next owner reads it again)."""
-        return {k for r in records if (k := (r.topic, r.partition, r.offset)) in self.events}
+        events = self.events
+        return [r for r in records if (r.topic, r.partition, r.offset) in events]
 
     def finish(self, records: Iterable[Record]) -> list[Any]:
         """Note ``records`` as finished; the events that may be acknowledged now, each

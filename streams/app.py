@@ -75,24 +75,22 @@ class Runtime:
         await self.publisher.publish(dead_letters=outcome.dead_letters, reroutes=outcome.reroutes)
         await self.alerts.submit(outcome.alerts)
         assert self.ack is not None, "records are finished only once reading has started"
-        known = self.acks.known(outcome.done)
+        # Only those still held: a partition revoked while the batch ran has forgotten the
+        # records it held below them (its next owner reads them again), so recording its
+        # dead letters done would skip those. Asked before finish() lets them go.
+        delivered = [d.record for d in outcome.dead_letters] + [r.record for r in outcome.reroutes]
+        held = self.acks.known(delivered) if delivered else []
         for token in self.acks.finish(outcome.done):
             await self.ack(token)
-        await self.record_delivered(outcome, known)
+        await self.record_delivered(held)
 
-    async def record_delivered(
-        self, outcome: BatchOutcome, known: set[tuple[str, int, int]]
-    ) -> None:
-        """Dead letters and reroutes leave no applied offset in Redis; record how far their
-        partitions are finished, or a restart after a Redis loss would re-read them from
-        their last scored record (see streams/positions.py). A partition whose records
-        below them are still waiting is recorded as far as it can be, and again later.
-        Only records still ``known`` count: a partition revoked while the batch ran has
-        forgotten the records it held below them (its next owner reads them again), so
-        recording its dead letters done would skip those."""
-        for r in [d.record for d in outcome.dead_letters] + [r.record for r in outcome.reroutes]:
-            if (r.topic, r.partition, r.offset) not in known:
-                continue
+    async def record_delivered(self, records: Sequence[Record]) -> None:
+        """Dead letters and reroutes (``records``) leave no applied offset in Redis; record
+        how far their partitions are finished, or a restart after a Redis loss would re-read
+        them from their last scored record (see streams/positions.py). A partition whose
+        records below them are still waiting is recorded as far as it can be, and again
+        later."""
+        for r in records:
             tp = (r.topic, r.partition)
             self.delivered[tp] = max(self.delivered.get(tp, -1), r.offset)
         if self.delivered:

@@ -121,10 +121,7 @@ def _batch_drain(reader: BatchReader, names: set[str]) -> Any:
                     continue
                 batch: list[Any] = []
                 others: list[Any] = []
-                epochs = dict(continuity.epochs)
-                # A partition sought after this (while its records were fetched, or below)
-                # may have records here from either side of the seek: they are dropped and
-                # the partition sought again (continuity.fetched_across_seek).
+                epochs = dict(continuity.epochs)  # partitions sought after this: continuity.tag
                 async for tp, message in consumer.getmany(timeout=1.0):
                     offset, r_offset = message.offset, read_offset[tp]
                     if r_offset is not None and offset < r_offset:
@@ -138,14 +135,7 @@ def _batch_drain(reader: BatchReader, names: set[str]) -> Any:
                         # Gaps in the input topics are proven by streams/continuity.py.
                         batch.append(message)
                     read_offset[tp] = offset
-                dropped: dict[Any, int] = {}
-                for message in batch if continuity.epochs != epochs else ():
-                    tp = message.tp
-                    if continuity.epochs.get(tp, 0) != epochs.get(tp, 0):
-                        dropped[tp] = min(dropped.get(tp, message.offset), message.offset)
-                if dropped:
-                    batch = [m for m in batch if m.tp not in dropped]
-                    await continuity.fetched_across_seek(dropped)
+                tagged = await continuity.tag(batch, epochs)
                 every = consumer._commit_every
                 if every is not None and consumer._n_acked >= every:
                     consumer._n_acked = 0
@@ -154,8 +144,7 @@ def _batch_drain(reader: BatchReader, names: set[str]) -> Any:
                     await consumer.wait_first(
                         consumer.callback(message), consumer.suspend_flow.wait()
                     )
-                if batch:
-                    tagged = [(m, epochs.get(m.tp, 0)) for m in batch]
+                if tagged:
                     await consumer.wait_first(reader.put(tagged), consumer.suspend_flow.wait())
         except (asyncio.CancelledError, *consumer.consumer_stopped_errors):
             if not consumer.transport.app.should_stop:

@@ -53,7 +53,6 @@ class ReadContinuity:
         # record); its first record read after the seek settles which offsets exist.
         self.sought: dict[Any, int | None] = {}
         self.next_offset: dict[Any, int] = {}
-        self.repairs = 0
         self._held_back: dict[Any, int] = {}  # the committed offset last logged as held
 
     def install(self) -> None:
@@ -89,13 +88,22 @@ class ReadContinuity:
             self.sought.pop(tp, None)
             self.next_offset.pop(tp, None)
 
-    def epoch(self, tp: Any) -> int:
-        return self.epochs.get(tp, 0)
-
-    async def fetched_across_seek(self, dropped: dict[Any, int]) -> None:
-        """Records of partitions sought while they were being fetched were dropped
-        (``dropped``: the lowest offset of each): they may be from before the seek, or the
-        first after it. Seek again, so the first record after the seek is known for sure."""
+    async def tag(self, fetched: list[Any], before: dict[Any, int]) -> list[tuple[Any, int]]:
+        """``fetched``, each message with its partition's seek epoch; ``before``: the epochs
+        when the fetch began. A partition sought since may have records here from either
+        side of the seek: they are dropped and the partition sought again, so the first
+        record after the seek is known for sure."""
+        epochs = self.epochs
+        sought_since = {tp for tp, e in epochs.items() if before.get(tp, 0) != e}
+        sought_since.update(tp for tp in before if tp not in epochs)  # forgotten meanwhile
+        dropped: dict[Any, int] = {}
+        tagged = []
+        for message in fetched:
+            tp = message.tp
+            if tp in sought_since:
+                dropped[tp] = min(dropped.get(tp, message.offset), message.offset)
+            else:
+                tagged.append((message, before.get(tp, 0)))
         for tp, lowest in dropped.items():
             log.info(
                 "%s:%d: fetched across a seek from %d: read again", tp.topic, tp.partition, lowest
@@ -103,6 +111,7 @@ class ReadContinuity:
             if tp in self.sought:
                 start = self.sought[tp]
                 await self.consumer.seek(tp, lowest if start is None else start)
+        return tagged
 
     async def admit(self, fetched: Iterable[tuple[Any, int]]) -> list[Any]:
         """The messages of ``fetched`` (each with the seek epoch of its partition when it
@@ -135,7 +144,6 @@ class ReadContinuity:
             self.next_offset[tp] = offset + 1
             admitted.append(message)
         for tp, offset in repair.items():
-            self.repairs += 1
             metrics.INPUT_REREADS.inc()
             await self.consumer.seek(tp, offset)
         return admitted

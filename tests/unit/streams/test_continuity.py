@@ -53,7 +53,7 @@ def reading(*topics: str) -> tuple[Consumer, ReadContinuity]:
 
 
 def read(continuity: ReadContinuity, tp: TP, *offsets: int) -> list[tuple[Message, int]]:
-    return [(Message(tp, o), continuity.epoch(tp)) for o in offsets]
+    return [(Message(tp, o), continuity.epochs.get(tp, 0)) for o in offsets]
 
 
 def offsets(messages: list[Message]) -> list[tuple[int, int]]:
@@ -72,7 +72,7 @@ async def test_a_record_skipped_without_a_seek_is_read_again() -> None:
     await continuity.admit(read(continuity, P0, 10, 11))
     # 12 never came (dropped on a rebalance with no seek after it): 13 and 14 wait.
     assert offsets(await continuity.admit(read(continuity, P0, 13, 14))) == []
-    assert consumer.seeks == [(P0, 12)] and continuity.repairs == 1
+    assert consumer.seeks == [(P0, 12)]
     assert not consumer._gap[P0]  # nothing may be committed past 12
     assert offsets(await continuity.admit(read(continuity, P0, 12, 13))) == [(0, 12), (0, 13)]
 
@@ -110,12 +110,15 @@ async def test_records_below_the_seek_position_are_dropped_until_it_is_reached()
     assert not consumer._gap[P0]
 
 
-async def test_a_fetch_across_a_seek_is_sought_again() -> None:
+async def test_a_fetch_across_a_seek_is_dropped_and_sought_again() -> None:
     consumer, continuity = reading()
-    await consumer.seek(P0, 40)
-    await continuity.fetched_across_seek({P0: 40})
-    await continuity.fetched_across_seek({P1: 9})  # not sought since it was read: nothing
-    assert consumer.seeks == [(P0, 40), (P0, 40)]
+    before = dict(continuity.epochs)
+    await consumer.seek(P0, 40)  # while the fetch below was under way
+    fetched = [Message(P0, 52), Message(P1, 9), Message(P0, 53)]
+    tagged = await continuity.tag(fetched, before)
+    assert tagged == [(Message(P1, 9), 0)]  # P1 was not sought: kept, at its epoch
+    assert consumer.seeks == [(P0, 40), (P0, 40)]  # P0: sought again to where it was sought
+    assert offsets(await continuity.admit(read(continuity, P0, 40))) == [(0, 40)]
 
 
 def test_faust_commits_a_run_only_from_the_committed_offset() -> None:
