@@ -97,14 +97,14 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
             "full_vs_naive_scorer_per_event": ("full_scorer", "naive_scorer_per_event"),
             "full_vs_naive_get_set_per_event": ("full_scorer", "naive_get_set_per_event"),
             "two_workers_vs_one": ("two_workers", "full_scorer"),
-            "uvloop_full_vs_faust_noack_take_ack_uvloop": (
-                "full_scorer_uvloop",
-                "faust_noack_take_ack_uvloop",
+            "asyncio_full_vs_faust_noack_take_ack_asyncio": (
+                "full_scorer_asyncio",
+                "faust_noack_take_ack_asyncio",
             ),
-            "uvloop_vs_asyncio_full_scorer": ("full_scorer_uvloop", "full_scorer"),
+            "uvloop_vs_asyncio_full_scorer": ("full_scorer", "full_scorer_asyncio"),
             "uvloop_vs_asyncio_faust_noack_take_ack": (
-                "faust_noack_take_ack_uvloop",
                 "faust_noack_take_ack",
+                "faust_noack_take_ack_asyncio",
             ),
             "scorer_without_faust_vs_naive_scorer_per_event": (
                 "scorer_without_faust",
@@ -233,8 +233,8 @@ def markdown(results: dict[str, Any]) -> str:
             "naive_get_set_per_event": "naive: GET + apply_event + SET per event",
             "scorer_without_faust": "Scorer.process in batches of 1,000, in-process, no Kafka",
             "two_workers": "full scorer, 2 workers",
-            "full_scorer_uvloop": "full scorer, 1 worker, on uvloop",
-            "faust_noack_take_ack_uvloop": "Faust ceiling: noack_take + ack, on uvloop",
+            "full_scorer_asyncio": "full scorer, 1 worker, on asyncio's loop (EVENT_LOOP)",
+            "faust_noack_take_ack_asyncio": "Faust ceiling: noack_take + ack, on asyncio's loop",
         }
         for key, label in labels.items():
             if key not in t:

@@ -88,10 +88,6 @@ def run_faust(spec: dict[str, Any]) -> None:
     from streams.settings import load_settings
 
     settings = load_settings()
-    if spec.get("loop") == "uvloop":
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
     # Capture the arguments create_app gives Faust, so the ceiling runs the same app (on
     # the agent path, to capture the agent's arguments too).
@@ -387,6 +383,11 @@ async def run_sweep(spec: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     spec = _spec(argv)
     task = spec["task"]
+    # Every task on the worker's default event loop unless told (ENGAGEMENT_EVENT_LOOP).
+    if spec.get("loop", "uvloop") == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if task == "faust":
         run_faust(spec)
     elif task == "aiokafka":

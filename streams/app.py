@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -206,6 +207,11 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
 
     _set_fetch_wait(app.consumer, settings.fetch_max_wait_ms)
     _read_inputs(rt, inputs)
+
+    async def name_event_loop() -> None:
+        log.info("running on %s", type(asyncio.get_running_loop()).__module__)
+
+    app.task(name_event_loop)
 
     async def release_waiting() -> None:
         """Score events the event clock has passed since the last batch arrived."""

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Tansu (the embedded broker) holds every fetch for the whole wait, so this is its
     # floor on alert latency (Faust itself hard-codes 1500 ms).
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
+    # uvloop's event loop does the same work in less CPU than asyncio's (a third of the
+    # worker's time is the loop's own: BENCHMARKS.md); asyncio stays for debugging.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     sweep_interval_s: float = Field(default=1.0, gt=0)
     sweep_batch: int = Field(default=2000, ge=1)
     outbox_relay_interval_s: float = Field(default=5.0, gt=0)

@@ -49,8 +49,15 @@ def _customer_on_shard(shard: int, prefix: str) -> str:
 async def test_scores_events_and_dead_letters_bad_input(
     endpoints: Endpoints, test_token: str, tmp_path: Path, ingest: str
 ) -> None:
+    # The agent path also runs on asyncio's own loop (the default is uvloop's).
+    loop = "uvloop" if ingest == "batches" else "asyncio"
     env = worker_env(
-        endpoints, test_token, tmp_path, ENGAGEMENT_INGEST=ingest, ENGAGEMENT_FETCH_MAX_WAIT_MS="70"
+        endpoints,
+        test_token,
+        tmp_path,
+        ENGAGEMENT_INGEST=ingest,
+        ENGAGEMENT_FETCH_MAX_WAIT_MS="70",
+        ENGAGEMENT_EVENT_LOOP=loop,
     )
     s = settings_of(env)
     alice, bob = "alice", "bob"
@@ -77,7 +84,9 @@ async def test_scores_events_and_dead_letters_bad_input(
         )
         wait_for(lambda: worker.metric("engagement_deadletter_total") == 4, 30, "metric", worker)
         assert worker.metric("engagement_ingest_path", path=ingest) == 1
-        assert "fetches wait for records at most 70 ms" in worker.log.read_text(errors="replace")
+        log = worker.log.read_text(errors="replace")
+        assert "fetches wait for records at most 70 ms" in log
+        assert f"running on {loop}" in log
 
     intervention = orjson.loads(alerts[0].value)
     assert intervention["kind"] == "detractor_feedback"

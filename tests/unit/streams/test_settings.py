@@ -27,6 +27,7 @@ def test_defaults_load_and_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ENGAGEMENT_NAMESPACE", "has{braces}"),
         ("ENGAGEMENT_SCORING_CONFIG", "/no/such/file.toml"),
         ("ENGAGEMENT_BATCH_WITHIN_S", "soon"),
+        ("ENGAGEMENT_EVENT_LOOP", "trio"),
     ],
 )
 def test_a_bad_variable_is_named_in_the_error(
