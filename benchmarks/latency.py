@@ -73,12 +73,17 @@ def batch_totals(worker: Proc | None) -> dict[str, float]:
 async def _latency_phase(
     producer: AIOKafkaProducer,
     collector: AlertCollector,
-    topic: str,
+    topics: tuple[str, str],
     rate: int,
     count: int,
     tag: str,
     worker: Proc | None = None,
+    alert_every: int = 1,
 ) -> dict[str, Any]:
+    """Every ``alert_every``-th event a detractor answer of a new customer (an alert);
+    the others page views of returning customers (scored, no alert). ``topics``: the
+    feedback and clickstream topics."""
+    topic, clicks = topics
     loop = asyncio.get_running_loop()
     batches_before = batch_totals(worker)
     futures: dict[str, asyncio.Future[Any]] = {}
@@ -87,17 +92,32 @@ async def _latency_phase(
     while i < count:
         due = min(count, int((loop.time() - started) * rate) + 1)
         while i < due:
-            event_id, customer = f"{tag}-e{i}", f"{tag}-c{i}"
-            value = orjson.dumps(
-                {
-                    "event_id": event_id,
-                    "customer_id": customer,
-                    "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    "type": "nps",
-                    "score": 1,
-                }
-            )
-            futures[event_id] = await producer.send(topic, value, key=customer.encode())
+            event_id = f"{tag}-e{i}"
+            occurred_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            if i % alert_every == 0:
+                customer = f"{tag}-c{i}"
+                value = orjson.dumps(
+                    {
+                        "event_id": event_id,
+                        "customer_id": customer,
+                        "occurred_at": occurred_at,
+                        "type": "nps",
+                        "score": 1,
+                    }
+                )
+                futures[event_id] = await producer.send(topic, value, key=customer.encode())
+            else:
+                customer = f"{tag}-v{i % _RETURNING}"
+                value = orjson.dumps(
+                    {
+                        "event_id": event_id,
+                        "customer_id": customer,
+                        "occurred_at": occurred_at,
+                        "type": "page_view",
+                        "page": f"/p/{i % 50}",
+                    }
+                )
+                await producer.send(clicks, value, key=customer.encode())
             i += 1
         await asyncio.sleep(0.001)
     send_s = loop.time() - started
@@ -119,7 +139,7 @@ async def _latency_phase(
         "events": count,
         "achieved_rate": round(count / send_s, 1),
         "alerts": len(appended),
-        "missing": count - len(appended),
+        "missing": len(stamps) - len(appended),
         "p50_ms": percentile(appended, 50),
         "p95_ms": percentile(appended, 95),
         "p99_ms": percentile(appended, 99),
@@ -143,22 +163,31 @@ async def _latency_phase(
     }
 
 
-# name -> (worker module, extra environment): the scorer as shipped, with its settings
-# changed where named.
-LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
-    "default": ("streams.cli worker", {}),
-    "within_50ms": ("streams.cli worker", {"ENGAGEMENT_BATCH_WITHIN_S": "0.05"}),
-    "fetch_wait_10ms": ("streams.cli worker", {"ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"}),
+# name -> (worker module, extra environment, one event in how many alerts): the scorer
+# as shipped, with its settings changed where named.
+LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str], int]] = {
+    "default": ("streams.cli worker", {}, 1),
+    "default_one_in_ten_alerts": ("streams.cli worker", {}, 10),
+    "within_50ms": ("streams.cli worker", {"ENGAGEMENT_BATCH_WITHIN_S": "0.05"}, 1),
+    "fetch_wait_10ms": ("streams.cli worker", {"ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"}, 1),
+    "fetch_wait_10ms_one_in_ten_alerts": (
+        "streams.cli worker",
+        {"ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"},
+        10,
+    ),
 }
+# Returning customers of the page views between alerts.
+_RETURNING = 5_000
 
 
 def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
     """A worker on the wall clock; a producer sends detractor NPS answers (each one an
-    intervention alert) of distinct customers at fixed rates, a consumer of the
-    interventions topic matches the alerts by trigger_event_id. Once per variant."""
+    intervention alert) of distinct customers at fixed rates (in the one_in_ten variants,
+    with nine page views between them), a consumer of the interventions topic matches the
+    alerts by trigger_event_id. Once per variant."""
     out = {}
     for variant in ctx.plan.latency_variants:
-        module, extra = LATENCY_VARIANTS[variant]
+        module, extra, alert_every = LATENCY_VARIANTS[variant]
         name = f"{ctx.token}l{rep}{variant.replace('_', '')}"
         env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall", **extra)
         settings = settings_of(env)
@@ -171,14 +200,18 @@ def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"latency worker owns no shard after 90s\n{worker.tail()}")
                 time.sleep(POLL_S)
-            out[variant] = asyncio.run(latency_phases(ctx, settings, name, worker))
+            out[variant] = asyncio.run(latency_phases(ctx, settings, name, worker, alert_every))
         finally:
             ctx.procs.stop([worker])
     return out
 
 
 async def latency_phases(
-    ctx: Context, settings: Settings, tag: str, worker: Proc | None = None
+    ctx: Context,
+    settings: Settings,
+    tag: str,
+    worker: Proc | None = None,
+    alert_every: int = 1,
 ) -> dict[str, dict[str, Any]]:
     collector = AlertCollector(
         settings.kafka_bootstrap, settings.topic_interventions, settings.partitions
@@ -187,14 +220,14 @@ async def latency_phases(
     await collector.start()
     await producer.start()
     try:
-        topic = settings.topic_feedback
+        topics = (settings.topic_feedback, settings.topic_clickstream)
         warmup = ctx.plan.latency_warmup
-        await _latency_phase(producer, collector, topic, 200, warmup, f"{tag}-warm")
+        await _latency_phase(producer, collector, topics, 200, warmup, f"{tag}-warm")
         out = {}
         for rate, seconds in ctx.plan.latency:
             count = int(rate * seconds)
             phase = await _latency_phase(
-                producer, collector, topic, rate, count, f"{tag}-{rate}", worker
+                producer, collector, topics, rate, count, f"{tag}-{rate}", worker, alert_every
             )
             out[str(rate)] = phase
         return out

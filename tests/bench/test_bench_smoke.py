@@ -62,10 +62,12 @@ def test_smoke_run_reports_every_section(tmp_path: Path) -> None:
                   "two_workers_vs_one"):  # fmt: skip
         _positive(results["ratios"], ratio)
 
-    latency = results["latency"]["default"]
-    assert latency, "no latency phase"
-    for phase in latency.values():
-        _positive(phase, "achieved_rate", "p95_ms", "p99_ms", "max_ms", "alerts")
+    for variant in ("default", "default_one_in_ten_alerts"):
+        latency = results["latency"][variant]
+        assert latency, f"no latency phase of {variant}"
+        for phase in latency.values():
+            _positive(phase, "achieved_rate", "p95_ms", "p99_ms", "max_ms", "alerts")
+            assert phase["missing"]["max"] == 0, f"{variant}: alerts missing"
 
     memory = results["redis_memory"]
     assert memory, "no memory size"
