@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--smoke", action="store_true", help="the smoke workload")
     parser.add_argument("--summarize", type=Path, help="only rewrite DIR/summary.md")
+    parser.add_argument(
+        "--only", help="comma-separated: which of scorer, faust_noack_take, alerts, sweep"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.summarize:
         saved: dict[str, Any] = json.loads((args.summarize / "figures.json").read_text())
@@ -269,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     token = f"p{uuid.uuid4().hex[:6]}"
     figures: dict[str, Any] = {}
+    chosen = set(args.only.split(",")) if args.only else set(PROFILED)
     with (
         embedded_services(run_dir / "services") as endpoints,
         Procs(run_dir / "logs") as procs,
@@ -294,63 +298,73 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(publish_inputs())
 
         # the scorer, from start to the last event scored
-        env = ctx.env(f"{inputs}-scorer", inputs, f"{inputs}.scorer")
-        worker = procs.worker("scorer", env)
-        time.sleep(1.0)  # let the interpreter start before attaching
-        spy = Spy(worker.pid, out / "scorer.txt")
-        try:
-            figures["scorer"] = sections._measure_scorer(ctx, [worker], len(events))
-        finally:
-            spy.stop()
-            procs.stop([worker])
+        if "scorer" in chosen:
+            env = ctx.env(f"{inputs}-scorer", inputs, f"{inputs}.scorer")
+            worker = procs.worker("scorer", env)
+            time.sleep(1.0)  # let the interpreter start before attaching
+            spy = Spy(worker.pid, out / "scorer.txt")
+            try:
+                figures["scorer"] = sections._measure_scorer(ctx, [worker], len(events))
+            finally:
+                spy.stop()
+                procs.stop([worker])
 
         # the Faust ceiling
-        attach, spies = _attach_later(out / "faust_noack_take.txt")
-        env = ctx.env(f"{inputs}-noack", inputs, inputs)
-        spec = {"task": "faust", "mode": "noack_take", "expected": len(events)}
-        try:
-            figures["faust_noack_take"] = sections.task_run(
-                ctx, "noack", env, spec, 300, on_first=attach
-            )
-        finally:
-            for s in spies:
-                s.stop()
-
+        if "faust_noack_take" in chosen:
+            attach, spies = _attach_later(out / "faust_noack_take.txt")
+            env = ctx.env(f"{inputs}-noack", inputs, inputs)
+            spec = {"task": "faust", "mode": "noack_take", "expected": len(events)}
+            try:
+                figures["faust_noack_take"] = sections.task_run(
+                    ctx, "noack", env, spec, 300, on_first=attach
+                )
+            finally:
+                for s in spies:
+                    s.stop()
         # an alert for every event, on the wall clock, at a fixed rate
-        env = ctx.env(f"{inputs}-alerts", f"{inputs}a", f"{inputs}a", ENGAGEMENT_CLOCK="wall")
-        settings = sections.settings_of(env)
-        asyncio.run(ensure_topics(settings))
-        worker = procs.worker("alerts", env)
-        try:
-            while not worker.owned_shards():
-                worker.check("starting")
-                time.sleep(0.1)
-            spy = Spy(worker.pid, out / "alerts.txt")
-            rate_plan = ((2_000, 4.0 if plan.smoke else 15.0),)
-            ctx.plan = replace(ctx.plan, latency=rate_plan)
-            figures["alerts"] = asyncio.run(
-                latency.latency_phases(ctx, settings, f"{inputs}a", worker)
-            )
-        finally:
-            spy.stop()
-            procs.stop([worker])
+        if "alerts" in chosen:
+            env = ctx.env(f"{inputs}-alerts", f"{inputs}a", f"{inputs}a", ENGAGEMENT_CLOCK="wall")
+            settings = sections.settings_of(env)
+            asyncio.run(ensure_topics(settings))
+            worker = procs.worker("alerts", env)
+            try:
+                while not worker.owned_shards():
+                    worker.check("starting")
+                    time.sleep(0.1)
+                spy = Spy(worker.pid, out / "alerts.txt")
+                rate_plan = ((2_000, 4.0 if plan.smoke else 15.0),)
+                ctx.plan = replace(ctx.plan, latency=rate_plan)
+                figures["alerts"] = asyncio.run(
+                    latency.latency_phases(ctx, settings, f"{inputs}a", worker)
+                )
+            finally:
+                spy.stop()
+                procs.stop([worker])
 
         # the sweep, after its setup
-        attach, spies = _attach_later(out / "sweep.txt")
-        env = ctx.env(f"{inputs}-sweep", inputs, inputs, ENGAGEMENT_CLOCK="wall")
-        spec = {
-            "task": "sweep",
-            "templates": str(templates_path),
-            "customers": plan.sweep_customers,
-            "at": sections.SWEEP_AT,
-            "pause_s": 1.5,
-        }
-        try:
-            figures["sweep"] = sections.task_run(ctx, "sweep", env, spec, 600, on_first=attach)
-        finally:
-            for s in spies:
-                s.stop()
+        if "sweep" in chosen:
+            attach, spies = _attach_later(out / "sweep.txt")
+            env = ctx.env(f"{inputs}-sweep", inputs, inputs, ENGAGEMENT_CLOCK="wall")
+            spec = {
+                "task": "sweep",
+                "templates": str(templates_path),
+                "customers": plan.sweep_customers,
+                "at": sections.SWEEP_AT,
+                "pause_s": 1.5,
+            }
+            try:
+                figures["sweep"] = sections.task_run(ctx, "sweep", env, spec, 600, on_first=attach)
+            finally:
+                for s in spies:
+                    s.stop()
 
+    return _finish(out, figures, run_dir)
+
+
+PROFILED = ("scorer", "faust_noack_take", "alerts", "sweep")
+
+
+def _finish(out: Path, figures: dict[str, Any], run_dir: Path) -> int:
     profiles = {name: summarize(out / f"{name}.txt") for name in figures}
     (out / "summary.md").write_text(_markdown(profiles, figures, out))
     (out / "figures.json").write_text(json.dumps(figures, indent=2))
