@@ -49,6 +49,7 @@ _EVALUATED = (
     "check_exact",
 )
 _complete_evaluation = completer(*_EVALUATED)
+_complete_alerted = completer("last_alert_at")
 
 
 @slot_init  # one per event
@@ -165,7 +166,9 @@ def apply_event(
         alerts.append(churn_alert)
     # Freshness and cooldown are judged on the scorer clock (on the event clock: the event's
     # own time), so they do not depend on what other topics have been read so far.
-    state, intervention = _intervene(state, event, t_event, max(now, t_event), emitted_at, config)
+    state, intervention = _intervene(
+        state, event, t_event, max(now, t_event), emitted_at, config, fresh=True
+    )
     if intervention is not None:
         alerts.append(intervention)
     if state.tier == "champion" and moved_up(tier_before, state.tier):
@@ -322,7 +325,10 @@ def _intervene(
     at: float,
     emitted_at: float,
     config: ScoringConfig,
+    fresh: bool = False,
 ) -> tuple[CustomerState, InterventionAlert | None]:
+    """The intervention ``event`` calls for, if any, and the state that remembers it; a
+    ``fresh`` state (``state.completer``: this event's own) is completed, not copied."""
     found = _trigger(event, config)
     if found is None:
         return state, None
@@ -344,7 +350,10 @@ def _intervene(
         customer=_snapshot(state, at, config),
         reasons=[Reason(factor=kind, detail=detail, contribution=1.0)],
     )
-    return state.evolve(last_alert_at={**state.last_alert_at, kind: at}), alert
+    alerted = {**state.last_alert_at, kind: at}
+    if fresh:
+        return _complete_alerted(state, alerted), alert
+    return state.evolve(last_alert_at=alerted), alert
 
 
 __all__ = [

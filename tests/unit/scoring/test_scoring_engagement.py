@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.config import SUBSCORES, ScoringConfig, load_config, load_profile
-from scoring.engagement import FEATURES, engagement, engagement_score
+from scoring.engagement import FEATURES, _View, engagement, engagement_score
 from scoring.engine import apply_event
-from scoring.features import SCORED_FEATURES
+from scoring.features import COUNT_NAMES, DECAYED_FEATURES, SCORED_FEATURES
 from scoring.state import DAY_S, CustomerState
 
 CONFIG = load_config()
@@ -267,3 +267,61 @@ def test_the_score_alone_is_the_explained_score_to_the_bit(
     fast, explained = engagement_score(state, when, config), engagement(state, when, config).score
     assert math.copysign(1.0, fast) == math.copysign(1.0, explained)
     assert fast == explained
+
+
+@st.composite
+def any_states(draw: st.DrawFn) -> CustomerState:
+    """States no history need lead to (open tickets, NaN-free extremes, zeros of every
+    kind), for what must hold of every state."""
+    amounts = st.one_of(st.just(0.0), st.floats(1e-300, 1e6))
+    return CustomerState(
+        customer_id="c",
+        landmark=T0,
+        decayed=draw(st.dictionaries(st.sampled_from(DECAYED_FEATURES), amounts)),
+        counts=draw(st.dictionaries(st.sampled_from(COUNT_NAMES), st.integers(0, 10**6))),
+        last_nps=draw(st.integers(-1, 10)),
+        items_seen=draw(st.integers(0, 2**64 - 1)),
+        categories=draw(st.sampled_from([0, 1, 2**64 - 1])),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(any_states(), st.floats(0, 400 * DAY_S), st.sampled_from(["retail", "gaming"]))
+def test_a_feature_is_zero_while_the_input_it_needs_is_zero(
+    state: CustomerState, later: float, profile: str
+) -> None:
+    """engagement_score skips a feature whose ``needs`` input is zero: its definition must
+    then give zero, whatever the rest of the state; and the score stays engagement()'s."""
+    config = load_profile(profile)
+    when = T0 + later
+    for name, feature in FEATURES.items():
+        if feature.needs is None:
+            continue
+        where, key = feature.needs
+        if where == "decayed":
+            zeroed = state.evolve(decayed={**state.decayed, key: 0.0})
+        elif where == "counts":
+            zeroed = state.evolve(counts={**state.counts, key: 0})
+        else:
+            zeroed = state.evolve(**{key: 0})
+        weighted = config.engagement.features.get(name)
+        saturation = 1.0 if weighted is None else weighted.saturation
+        assert feature.value(_View(zeroed, when, config), saturation) == 0.0, name
+    fast, explained = engagement_score(state, when, config), engagement(state, when, config).score
+    assert fast == explained
+
+
+def test_a_new_customer_scores_as_explained() -> None:
+    """A first event leaves most terms zero (the case engagement_score shortcuts)."""
+    for event in [
+        feedback(T0, "nps", score=1),
+        feedback(T0, "csat", score=2, sentiment=-0.5),
+        feedback(T0, "review", rating=1),
+        feedback(T0, "support_ticket", status="opened"),
+        click(T0, "checkout_error", page="/checkout"),
+        click(T0, "page_view", session_id="s", duration_ms=5_000),
+        order(T0),
+    ]:
+        state = apply_event(None, event, T0, T0, CONFIG).state
+        for when in (T0, T0 + 3 * DAY_S):
+            assert engagement_score(state, when, CONFIG) == engagement(state, when, CONFIG).score

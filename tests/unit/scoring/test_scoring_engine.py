@@ -11,7 +11,7 @@ import pytest
 from schemas.alerts import ChurnRiskAlert, InterventionAlert
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.config import ScoringConfig, load_config
-from scoring.engine import Alert, Outcome, alert_id, apply_event, evaluate_due
+from scoring.engine import Alert, Outcome, _intervene, alert_id, apply_event, evaluate_due
 from scoring.state import DAY_S, CustomerState
 
 CONFIG = load_config()
@@ -325,3 +325,23 @@ def test_checks_until_bounds_the_inactivity_checks_run_first() -> None:
     assert held.state.counts["events"] == state.counts["events"] + 1
     unbounded = apply_event(state, comeback, now, EMITTED, CONFIG, checks_until=now + DAY_S)
     assert unbounded == apply(state, comeback)
+
+
+def test_an_intervention_completes_the_events_own_state_as_a_copy_would() -> None:
+    """apply_event lets _intervene set last_alert_at on the state the event just made
+    (fresh) instead of copying it: the same state and alert as the copying path, and a
+    state anyone else holds is never changed."""
+    held = regular(3)
+    event = feedback("nps-fresh", T0 + 3 * DAY_S, "nps", score=1)
+    at = event.occurred_at.timestamp()
+    copied, alert = _intervene(held, event, at, at, EMITTED, CONFIG)
+    assert held.last_alert_at == {} and copied is not held
+    fresh = held.evolve()
+    completed, same_alert = _intervene(fresh, event, at, at, EMITTED, CONFIG, fresh=True)
+    assert completed is fresh
+    assert completed == copied and same_alert == alert
+    assert completed.last_alert_at == {"detractor_feedback": at}
+    # and the whole event, through apply_event, gives that state and that alert
+    outcome = apply(held, event)
+    assert interventions(outcome) == [alert]
+    assert outcome.state.last_alert_at["detractor_feedback"] == at
