@@ -122,12 +122,20 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 SWEEP_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("due customers: ZRANGEBYSCORE per shard", ("StateStore.due_customers (",)),
     ("read: MGET", ("StateStore.read_stored (", "StateStore.read (")),
+    ("read the fields settling needs from the blob", ("check_inputs (",)),
     ("decode the stored states", ("decode (",)),
     ("commit: to_bytes, script arguments, EVALSHA", ("StateStore.commit (",)),
-    ("settle: bisection for the exact check time", ("settle (", "exact_check_at (")),
+    (
+        "settle: search for the exact check time",
+        ("settle (", "exact_check_at (", "settled_check_at ("),
+    ),
+    ("patch the stored blob's check time", ("with_exact_check (",)),
     ("churn evaluation at the due time (+ alerts)", ("_evaluate_churn (",)),
     ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
-    ("rest of sweep_due / Scorer._sweep", ("sweep_due (", "_sweep_shard (", "Scorer._sweep (")),
+    (
+        "rest of sweep_due / Scorer._sweep",
+        ("sweep_due (", "sweep_shard (", "_sweep_shard (", "Scorer._sweep ("),
+    ),
 )
 # Functions whose inclusive share inside an anchor function the summary lists.
 INSIDE: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -137,7 +145,7 @@ INSIDE: dict[str, tuple[str, tuple[str, ...]]] = {
     "alerts": ("apply_event", ("replace", "_evaluate_churn", "churn_risk", "_intervene",
                                "BaseModel.__init__", "engagement_score", "alert_id", "_fold",
                                "CustomerState.new")),
-    "sweep": ("Scorer._sweep", ("settle", "next_check_at", "rising_terms", "momentum",
+    "sweep": ("Scorer._sweep", ("settle", "settled_check_at", "check_inputs", "rising_terms",
                                 "replace", "StateStore.read", "CustomerState.from_bytes",
                                 "StateStore.commit", "CustomerState.to_bytes",
                                 "AbstractConnection.pack_command", "_evaluate_churn")),

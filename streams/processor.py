@@ -19,9 +19,8 @@ from typing import TypeVar
 import redis.exceptions
 
 from schemas.alerts import ChurnRiskAlert
-from scoring.codec import decode, with_exact_check
 from scoring.config import ScoringConfig
-from scoring.engine import Alert, apply_event, sweep_due
+from scoring.engine import Alert, apply_event
 from scoring.state import CustomerState
 from streams import metrics
 from streams.intake import Decoder, Record, RejectedRecord, shard_of
@@ -37,6 +36,7 @@ from streams.store import (
     offset_field,
     parse_field,
 )
+from streams.sweeper import sweep_shard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -222,18 +222,21 @@ class Scorer:
                 tally = tallies[shard] = BatchOutcome()
                 writes[shard] = self._score_shard(views[shard], items, now, tally)
             committed = await self.store.commit([write for write, _ in writes.values()])
+            # The events metric moves once per (topic, outcome) of the round, not per shard.
+            counted = BatchOutcome()
             for shard, ids in committed.items():
                 if ids is None:
                     metrics.COMMIT_CONFLICTS.inc()
                     continue
                 del pending[shard]
-                tally = tallies[shard]
-                outcome.applied += tally.applied
-                outcome.duplicates += tally.duplicates
-                outcome.redelivered += tally.redelivered
-                for (topic, kind), n in tally.by_topic.items():
-                    metrics.EVENTS.labels(topic, kind).inc(n)
+                for (topic, kind), n in tallies[shard].by_topic.items():
+                    counted.tally(topic, kind, n)
                 outcome.alerts.extend(self._entries(shard, ids, *writes[shard]))
+            outcome.applied += counted.applied
+            outcome.duplicates += counted.duplicates
+            outcome.redelivered += counted.redelivered
+            for (topic, kind), n in counted.by_topic.items():
+                metrics.EVENTS.labels(topic, kind).inc(n)
 
     def _remember_marks(self, views: Iterable[ShardView]) -> None:
         for view in views:
@@ -297,11 +300,10 @@ class Scorer:
         return write, alerts
 
     def _outbox_triple(self, alert: Alert) -> tuple[str, bytes, bytes]:
-        return (
-            self.alert_topics.of(alert),
-            alert.customer_id.encode(),
-            alert.model_dump_json().encode(),
-        )
+        # The serializer's bytes: what model_dump_json() returns decoded, without the
+        # decoding and encoding again.
+        value = alert.__pydantic_serializer__.to_json(alert)
+        return self.alert_topics.of(alert), alert.customer_id.encode(), value
 
     def _entries(
         self, shard: int, ids: list[str], write: ShardWrite, alerts: list[Alert]
@@ -309,10 +311,14 @@ class Scorer:
         """The committed write's outbox entries (its triples as sent: each alert's JSON is
         made once), counted in the alerts metric."""
         entries = []
+        # The metric moves once per (kind, level) of the write: labels() is dear per alert.
+        counted: dict[tuple[str, str], int] = {}
         for entry_id, alert, (topic, key, value) in zip(ids, alerts, write.outbox, strict=True):
             level = alert.level if isinstance(alert, ChurnRiskAlert) else alert.severity
-            metrics.ALERTS.labels(alert.kind, level).inc()
+            counted[alert.kind, level] = counted.get((alert.kind, level), 0) + 1
             entries.append(OutboxEntry(shard, entry_id, topic, key, value))
+        for labels, n in counted.items():
+            metrics.ALERTS.labels(*labels).inc(n)
         return entries
 
     async def sweep(self, shards: Sequence[int], limit: int) -> tuple[list[OutboxEntry], int]:
@@ -369,34 +375,7 @@ class Scorer:
         self, view: ShardView, blobs: dict[str, bytes], now: float, wall_now: float
     ) -> tuple[ShardWrite, list[Alert]]:
         """One shard's due customers evaluated at ``now`` (as stored: ``blobs``)."""
-        write = ShardWrite(shard=view.shard, expected_epoch=view.epoch)
-        states, encoded = write.states, write.encoded
-        alerts: list[Alert] = []
-        kpi = KpiDelta()
-        config = self.config
-        for customer_id, raw in blobs.items():
-            state = decode(raw)
-            result, checked = sweep_due(state, now, wall_now, config)
-            after = states[customer_id] = result.state
-            if checked:
-                kpi.add_evaluation(state, after, now)
-                alerts.extend(result.alerts)
-            elif after is state:
-                # Not due after all: written back as it is (an old JSON state is encoded
-                # in the compact form, as every commit does).
-                if raw[:1] != b"{":
-                    encoded[customer_id] = raw
-            else:
-                # Settled: only the check time moved, which no KPI counts and which the
-                # stored blob takes in place (or None: an old JSON state, encoded anew).
-                patched = with_exact_check(raw, after.next_check_at)
-                if patched is not None:
-                    encoded[customer_id] = patched
-        if blobs:
-            # As add_evaluation does for every customer: the commit prunes day fields
-            # older than the retention before today (``now``).
-            kpi.note_time(now)
-        kpi.apply_to(write)
+        write, alerts = sweep_shard(view, blobs, now, wall_now, self.config)
         write.outbox = [self._outbox_triple(a) for a in alerts]
         return write, alerts
 

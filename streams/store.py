@@ -116,6 +116,9 @@ class ShardWrite:
     # Blobs of some of ``states`` already in their stored form (scoring/codec.py), sent
     # as they are: the sweeper patches a stored blob whose check time alone moved.
     encoded: dict[str, bytes] = field(default_factory=dict)
+    # Customers not in ``states`` written back as stored but for the check time, which
+    # the sweeper settled from a few stored fields: (patched blob, check time).
+    settled: dict[str, tuple[bytes, float | None]] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
     # (topic, key, value) triples to append to the outbox with the state.
@@ -354,16 +357,19 @@ def _view(shard: int, meta: dict[bytes, bytes]) -> ShardView:
 
 
 def _commit_call(keys: ShardKeys, w: ShardWrite) -> tuple[list[str], list[bytes | str]]:
-    customer_ids = list(w.states)
+    customer_ids = [*w.states, *w.settled]
     args: list[bytes | str] = [w.expected_epoch, str(len(w.marks))]
     for name, mark in w.marks.items():
         args.extend((name, repr(mark)))
     args.append(str(len(customer_ids)))
-    encoded = w.encoded
-    args.extend(encoded.get(c) or w.states[c].to_bytes() for c in customer_ids)
+    encoded, states, settled = w.encoded, w.states, w.settled
+    args.extend(encoded.get(c) or s.to_bytes() for c, s in states.items())
+    args.extend(blob for blob, _ in settled.values())
     args.append(str(len(customer_ids)))
-    for c in customer_ids:
-        nxt = w.states[c].next_check_at
+    for c, s in states.items():
+        nxt = s.next_check_at
+        args.extend((c, repr(nxt) if nxt is not None else ""))
+    for c, (_, nxt) in settled.items():
         args.extend((c, repr(nxt) if nxt is not None else ""))
     args.append(str(len(w.offsets)))
     for name, offset in w.offsets.items():

@@ -1,0 +1,82 @@
+"""One shard's due customers evaluated by the sweeper (``Scorer._sweep_shard``).
+
+Most due customers are only settled: their stored check time was a cheap lower bound
+(``thresholds.earliest_check_at``), the exact one turns out later, and nothing else about
+them changes. Those are settled from the few fields settling reads of the stored blob
+(``scoring.stored.check_inputs``, ``scoring.schedule.settled_check_at``), the blob is
+patched in place (``codec.with_exact_check``) and written back as ``ShardWrite.settled``:
+the state is never decoded, which cost more than settling it. Every other customer is
+decoded and run through ``engine.sweep_due``, as all were before. Both give the same
+bytes, check times and alerts (tests/unit/streams/test_sweeper.py compares them with the
+plain sweep).
+"""
+
+from __future__ import annotations
+
+import math
+
+from scoring.codec import decode, with_exact_check
+from scoring.config import ScoringConfig
+from scoring.engine import Alert, sweep_due
+from scoring.schedule import settled_check_at
+from scoring.stored import check_inputs
+from streams.kpis import KpiDelta
+from streams.store import ShardView, ShardWrite
+
+
+def sweep_shard(
+    view: ShardView, blobs: dict[str, bytes], now: float, wall_now: float, config: ScoringConfig
+) -> tuple[ShardWrite, list[Alert]]:
+    """One shard's due customers evaluated at ``now`` (as stored: ``blobs``): the write
+    (without its outbox triples) and the alerts."""
+    write = ShardWrite(shard=view.shard, expected_epoch=view.epoch)
+    states, encoded, settled = write.states, write.encoded, write.settled
+    alerts: list[Alert] = []
+    kpi = KpiDelta()
+    nan = math.nan
+    for customer_id, raw in blobs.items():
+        # ``engine.settle``'s time, from the stored fields; NaN when not settled that way
+        # (nothing to settle, a state check_inputs does not read, or one whose purchases
+        # the model refuses: settling the decoded state reports why)
+        exact: float | None = nan
+        inputs = check_inputs(raw)
+        if (
+            inputs is not None
+            and not inputs.check_exact
+            and (due := inputs.next_check_at) is not None
+            and due <= now
+        ):
+            exact = settled_check_at(inputs, config)
+            if exact is None or exact > now:
+                # Settled and not due: only the check time moves, which no KPI counts.
+                patched = with_exact_check(raw, exact)
+                if patched is not None:  # always: check_inputs reads the compact form only
+                    settled[customer_id] = (patched, exact)
+                    continue
+        state = decode(raw)
+        start = state
+        if exact == exact:
+            # settled, and due: what sweep_due's first step does, done already
+            start = state.evolve(next_check_at=exact, check_exact=True)
+        result, checked = sweep_due(start, now, wall_now, config)
+        after = states[customer_id] = result.state
+        if checked:
+            kpi.add_evaluation(state, after, now)
+            alerts.extend(result.alerts)
+        elif after is state:
+            # Not due after all: written back as it is (an old JSON state is encoded
+            # in the compact form, as every commit does).
+            if raw[:1] != b"{":
+                encoded[customer_id] = raw
+        else:
+            # Settled: only the check time moved, which no KPI counts and which the
+            # stored blob takes in place (or None: an old JSON state, encoded anew).
+            patched = with_exact_check(raw, after.next_check_at)
+            if patched is not None:
+                encoded[customer_id] = patched
+    if blobs:
+        # As add_evaluation does for every customer: the commit prunes day fields
+        # older than the retention before today (``now``).
+        kpi.note_time(now)
+    kpi.apply_to(write)
+    return write, alerts
