@@ -93,31 +93,25 @@ async def _latency_phase(
         due = min(count, int((loop.time() - started) * rate) + 1)
         while i < due:
             event_id = f"{tag}-e{i}"
-            occurred_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-            if i % alert_every == 0:
-                customer = f"{tag}-c{i}"
-                value = orjson.dumps(
-                    {
-                        "event_id": event_id,
-                        "customer_id": customer,
-                        "occurred_at": occurred_at,
-                        "type": "nps",
-                        "score": 1,
-                    }
-                )
-                futures[event_id] = await producer.send(topic, value, key=customer.encode())
-            else:
-                customer = f"{tag}-v{i % _RETURNING}"
-                value = orjson.dumps(
-                    {
-                        "event_id": event_id,
-                        "customer_id": customer,
-                        "occurred_at": occurred_at,
-                        "type": "page_view",
-                        "page": f"/p/{i % 50}",
-                    }
-                )
-                await producer.send(clicks, value, key=customer.encode())
+            alerting = i % alert_every == 0
+            # a detractor answer of a new customer, or a returning customer's page view
+            customer = f"{tag}-c{i}" if alerting else f"{tag}-v{i % _RETURNING}"
+            kind: dict[str, object] = (
+                {"type": "nps", "score": 1}
+                if alerting
+                else {"type": "page_view", "page": f"/p/{i % 50}"}
+            )
+            value = orjson.dumps(
+                {
+                    "event_id": event_id,
+                    "customer_id": customer,
+                    "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    **kind,
+                }
+            )
+            sent = await producer.send(topic if alerting else clicks, value, key=customer.encode())
+            if alerting:
+                futures[event_id] = sent
             i += 1
         await asyncio.sleep(0.001)
     send_s = loop.time() - started
