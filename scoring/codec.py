@@ -91,15 +91,6 @@ def _digests(count: int, width: int) -> struct.Struct:
     return struct.Struct("<" + f"{width}s" * count)
 
 
-def _split(
-    values: dict[str, Any], which: int
-) -> tuple[int, tuple[Any, ...], dict[str, Any] | None]:
-    """(mask, values in the fixed order ``_ORDERS[which]``, names outside it)."""
-    mask, get, _, outside = _layout(tuple(values), which)
-    extra = {n: values[n] for n in outside} if outside else None
-    return mask, get(values), extra
-
-
 def _int_width(values: tuple[int, ...]) -> int:
     low, high = min(values, default=0), max(values, default=0)
     for width in (1, 2, 4):
@@ -109,11 +100,33 @@ def _int_width(values: tuple[int, ...]) -> int:
     return 8
 
 
+# The header, the customer id and the decayed, counts and alerts blocks as one struct, by
+# (id length, decayed n, counts n, count width, alerts n): "<" packs without padding, so
+# the bytes are those of packing each part on its own, in one call instead of five.
+_FRONTS: dict[tuple[int, int, int, int, int], struct.Struct] = {}
+
+
+def _front(shape: tuple[int, int, int, int, int]) -> struct.Struct:
+    cid_len, n_decayed, n_counts, width, n_alerts = shape
+    if len(_FRONTS) >= 4096:
+        _FRONTS.clear()
+    code = _INT_CODES[width]
+    found = _FRONTS[shape] = struct.Struct(
+        f"{_HEAD.format}{cid_len}s{n_decayed}d{n_counts}{code}{n_alerts}d"
+    )
+    return found
+
+
 def encode(state: CustomerState) -> bytes:
-    d_mask, d_values, d_extra = _split(state.decayed, 0)
-    c_mask, c_values, c_extra = _split(state.counts, 1)
-    a_mask, a_values, a_extra = _split(state.last_alert_at, 2)
-    width = _int_width(c_values)
+    # The three dicts split into (mask, values in their fixed order, names outside it).
+    decayed, counts, alerts = state.decayed, state.counts, state.last_alert_at
+    d_mask, d_get, _, d_outside = _layout(tuple(decayed), 0)
+    c_mask, c_get, _, c_outside = _layout(tuple(counts), 1)
+    a_mask, a_get, _, a_outside = _layout(tuple(alerts), 2)
+    d_values, c_values, a_values = d_get(decayed), c_get(counts), a_get(alerts)
+    # _int_width's first answer without its call: most customers' counts are small.
+    low, high = min(c_values, default=0), max(c_values, default=0)
+    width = 1 if low >= -128 and high < 128 else _int_width(c_values)
     recent = state.recent_events
     digest_width = len(next(iter(recent))) // 2 if recent else 0
     digests = bytes.fromhex("".join(recent))
@@ -122,8 +135,10 @@ def encode(state: CustomerState) -> bytes:
     flags = (_F_EXACT if state.check_exact else 0) | (
         _F_CONVERTED if state.session_converted else 0
     )
-    extras = {k: v for k, v in (("d", d_extra), ("n", c_extra), ("t", a_extra)) if v}
-    if extras:
+    extras = None
+    if d_outside or c_outside or a_outside:
+        outside = (("d", decayed, d_outside), ("n", counts, c_outside), ("t", alerts, a_outside))
+        extras = {k: {n: values[n] for n in names} for k, values, names in outside if names}
         flags |= _F_EXTRAS
     buyer = activity = b""
     if (
@@ -166,8 +181,11 @@ def encode(state: CustomerState) -> bytes:
         )
     cid = state.customer_id.encode()
     check = state.next_check_at
+    shape = (len(cid), len(d_values), len(c_values), width, len(a_values))
+    front = _FRONTS.get(shape) or _front(shape)
+    n_recent = len(recent)
     parts = [
-        _HEAD.pack(
+        front.pack(
             VERSION,
             flags,
             state.churn_level,
@@ -176,7 +194,7 @@ def encode(state: CustomerState) -> bytes:
             d_mask,
             c_mask,
             a_mask,
-            len(recent),
+            n_recent,
             digest_width,
             len(cid),
             state.landmark,
@@ -185,13 +203,13 @@ def encode(state: CustomerState) -> bytes:
             state.evaluated_at,
             state.churn_risk,
             math.nan if check is None else check,
+            cid,
+            *d_values,
+            *c_values,
+            *a_values,
         ),
-        cid,
-        _block(len(d_values), "d").pack(*d_values),
-        _block(len(c_values), _INT_CODES[width]).pack(*c_values),
-        _block(len(a_values), "d").pack(*a_values),
         digests,
-        _block(len(recent), "d").pack(*recent.values()),
+        _block(n_recent, "d").pack(*recent.values()),
         buyer,
         activity,
     ]

@@ -199,17 +199,19 @@ def fold(
         kind = event.type
         if kind in config.bad_experiences:
             adds[BAD_EXPERIENCES] = 1.0
-            _inc(counts, "bad_experiences")
+            counts["bad_experiences"] = counts.get("bad_experiences", 0) + 1
         feature = config.engagement.event_features.get(kind) or CLICK_TYPES.get(kind)
         if feature is None and event.campaign_id is not None:
             feature = "campaign"
         if feature is not None:
             adds[feature] = adds.get(feature, 0.0) + 1.0
             if feature in ("shares", "referrals"):
-                _inc(counts, feature)
-            elif feature == "plays" and day_of(t) != state.last_play_day:
-                adds["play_days"] = 1.0
-                changes["last_play_day"] = day_of(t)
+                counts[feature] = counts.get(feature, 0) + 1
+            elif feature == "plays":
+                day = day_of(t)
+                if day != state.last_play_day:
+                    adds["play_days"] = 1.0
+                    changes["last_play_day"] = day
         if event.duration_ms:
             adds["minutes"] = event.duration_ms / 60_000.0
         if event.product_id is not None:
@@ -220,18 +222,19 @@ def fold(
             if key != state.session:
                 adds["sessions"] = 1.0
                 adds["bounces"] = 1.0
-                _inc(counts, "sessions")
-                _inc(counts, "bounces")
-                changes.update(
-                    session=key, session_start=t, session_hits=1, session_converted=False
-                )
+                counts["sessions"] = counts.get("sessions", 0) + 1
+                counts["bounces"] = counts.get("bounces", 0) + 1
+                changes["session"] = key
+                changes["session_start"] = t
+                changes["session_hits"] = 1
+                changes["session_converted"] = False
             else:
                 hits = state.session_hits + 1
                 changes["session_hits"] = hits
                 if hits == 2:
                     # no longer a single-hit session: take back its bounce, at its start
                     at_start["bounces"] = -1.0
-                    _inc(counts, "bounces", -1)
+                    counts["bounces"] = counts.get("bounces", 0) - 1
     elif isinstance(event, PurchaseEvent):
         if event.type == "order":
             _order(state, event, t, adds, at_start, changes, counts, config)
@@ -250,7 +253,9 @@ def fold(
             decayed[name] = decayed.get(name, 0.0) + w * math.pow(
                 2.0, (state.session_start - landmark) / h[name]
             )
-    first_seen, last_seen = min(state.first_seen, t), max(state.last_seen, t)
+    # min() and max() of two, without their calls: ties keep the state's value.
+    first_seen = t if t < state.first_seen else state.first_seen
+    last_seen = t if t > state.last_seen else state.last_seen
     return _evolve_folded(state, landmark, decayed, counts, recent, first_seen, last_seen, changes)
 
 

@@ -67,10 +67,18 @@ def slot_init(cls: type[T]) -> type[T]:
     return cls
 
 
+# 48 bits: a collision among the few events of one customer's window is ~n^2 / 2^49.
+_EVENT_DIGEST_BYTES = 6
+# Copying a fresh hasher costs a third less than making one (parameter block and all).
+_new_event_hasher = hashlib.blake2b(digest_size=_EVENT_DIGEST_BYTES).copy
+
+
 def event_digest(event_id: str) -> str:
-    """A short digest of an event id for the per-customer duplicate filter."""
-    # 48 bits: a collision among the few events of one customer's window is ~n^2 / 2^49.
-    return hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
+    """A short digest of an event id for the per-customer duplicate filter: the hex of
+    ``blake2b(event_id, digest_size=6)``."""
+    hasher = _new_event_hasher()
+    hasher.update(event_id.encode())
+    return hasher.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,18 +176,18 @@ class CustomerState:
         ``half_lives`` covers every feature."""
         landmark, decayed = self.landmark, dict(self.decayed)
         pow2 = math.pow
+        elapsed = at - landmark
         for name in weights:
-            if (at - landmark) / half_lives[name] > _REBASE_EXPONENT:
+            if elapsed / half_lives[name] > _REBASE_EXPONENT:
                 shift = day_floor(at) - landmark
                 landmark += shift
+                elapsed = at - landmark
                 decayed = {n: v * pow2(2.0, -shift / half_lives[n]) for n, v in decayed.items()}
                 break
         get = decayed.get
         for name, weight in weights.items():
             if weight:
-                decayed[name] = get(name, 0.0) + weight * pow2(
-                    2.0, (at - landmark) / half_lives[name]
-                )
+                decayed[name] = get(name, 0.0) + weight * pow2(2.0, elapsed / half_lives[name])
         return landmark, decayed
 
     def with_contributions(
@@ -207,12 +215,21 @@ class CustomerState:
         return decode(raw.encode("latin-1") if isinstance(raw, str) else raw)
 
 
+class _Draft:
+    """A CustomerState under construction: the same slots, not frozen. A state is built
+    as a draft (plain attribute stores, a few times cheaper than the frozen class' slot
+    descriptors called one by one) and then becomes a CustomerState by ``__class__``
+    assignment, which Python allows between classes of the same slots; nothing else
+    ever sees a draft."""
+
+    __slots__ = tuple(f.name for f in fields(CustomerState))
+
+
 def _compile_new() -> Callable[[str, float, float, float], CustomerState]:
     given = ("customer_id", "landmark", "first_seen", "last_seen")
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": CustomerState}
-    lines = [f"def new({', '.join(given)}):", "    new = _new(_cls)"]
+    scope: dict[str, Any] = {"_Draft": _Draft, "_cls": CustomerState}
+    lines = [f"def new({', '.join(given)}):", "    new = _Draft()"]
     for i, f in enumerate(fields(CustomerState)):
-        scope[f"_set{i}"] = getattr(CustomerState, f.name).__set__
         if f.name in given:
             value = f.name
         elif f.default_factory is not MISSING:
@@ -221,8 +238,8 @@ def _compile_new() -> Callable[[str, float, float, float], CustomerState]:
         else:
             scope[f"_default{i}"] = f.default
             value = f"_default{i}"
-        lines.append(f"    _set{i}(new, {value})")
-    lines.append("    return new")
+        lines.append(f"    new.{f.name} = {value}")
+    lines += ["    new.__class__ = _cls", "    return new"]
     exec("\n".join(lines), scope)
     compiled: Callable[[str, float, float, float], CustomerState] = scope["new"]
     return compiled
@@ -231,29 +248,31 @@ def _compile_new() -> Callable[[str, float, float, float], CustomerState]:
 def evolver(*given: str) -> Callable[..., CustomerState]:
     """``evolve(state, v1, v2, ..., changes)``: ``state.evolve(name1=v1, ..., **changes)``
     for a caller that always changes the ``given`` fields, and some others in
-    ``changes`` (often none: then no field is looked up in it). For ``features.fold``,
-    which copies the state once per event, and (nothing given) ``CustomerState.evolve``.
-    Straight-line code setting the slots directly (the frozen class refuses setattr,
-    its slot descriptors do not), without the keyword-argument call."""
+    ``changes`` (often none or a few: only those are looked at; a ``given`` field
+    keeps its argument even if ``changes`` names it). For ``features.fold``, which
+    copies the state once per event, and (nothing given) ``CustomerState.evolve``.
+    Straight-line code filling a ``_Draft``, without the keyword-argument call."""
     unknown = sorted(set(given) - _FIELD_NAMES)
     if unknown:
         raise TypeError(f"CustomerState has no field(s) {', '.join(unknown)}")
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": CustomerState, "_known": _FIELD_NAMES}
-    lines = [f"def evolve({', '.join(['self', *given, 'c'])}):", "    new = _new(_cls)"]
-    rest = []
-    for i, f in enumerate(fields(CustomerState)):
-        scope[f"_set{i}"] = getattr(CustomerState, f.name).__set__
-        if f.name in given:
-            lines.append(f"    _set{i}(new, {f.name})")
-        else:
-            rest.append((i, f.name))
+    scope: dict[str, Any] = {
+        "_Draft": _Draft,
+        "_cls": CustomerState,
+        "_known": _FIELD_NAMES,
+        "_setattr": setattr,
+    }
+    lines = [f"def evolve({', '.join(['self', *given, 'c'])}):", "    new = _Draft()"]
+    lines.extend(
+        f"    new.{f.name} = self.{f.name}" for f in fields(CustomerState) if f.name not in given
+    )
     lines.append("    if c:")
     lines.append("        if not _known.issuperset(c):")
     lines.append("            self.evolve(**c)  # which names the unknown fields")
-    lines.extend(f"        _set{i}(new, c[{n!r}] if {n!r} in c else self.{n})" for i, n in rest)
-    lines.append("    else:")
-    lines.extend(f"        _set{i}(new, self.{n})" for i, n in rest)
-    lines.append("    return new")
+    lines.append("        for name, value in c.items():")
+    lines.append("            _setattr(new, name, value)")
+    # After the changes: a given field is the argument, whatever ``changes`` says.
+    lines.extend(f"    new.{name} = {name}" for name in given)
+    lines += ["    new.__class__ = _cls", "    return new"]
     exec("\n".join(lines), scope)
     compiled: Callable[..., CustomerState] = scope["evolve"]
     return compiled
@@ -269,26 +288,41 @@ def completer(*names: str) -> Callable[..., CustomerState]:
     the copy, for a state its caller has just made (with ``evolve``) and that nothing else
     refers to yet: a state is only ever seen whole. The engine makes one state per event
     this way: folding the event copies the state, and the evaluation that follows fills
-    in the rest (copying all ~30 fields costs more than the rest of its bookkeeping)."""
+    in the rest (copying all ~30 fields costs more than the rest of its bookkeeping).
+    The state is a ``_Draft`` while its fields are set."""
     unknown = sorted(set(names) - _FIELD_NAMES)
     if unknown:
         raise TypeError(f"CustomerState has no field(s) {', '.join(unknown)}")
-    scope: dict[str, Any] = {}
-    lines = [f"def complete(fresh, {', '.join(names)}):"]
-    for i, name in enumerate(names):
-        scope[f"_set{i}"] = getattr(CustomerState, name).__set__
-        lines.append(f"    _set{i}(fresh, {name})")
-    lines.append("    return fresh")
+    # The frozen class refuses ``fresh.__class__ = ...``; the descriptor does not.
+    scope: dict[str, Any] = {
+        "_Draft": _Draft,
+        "_cls": CustomerState,
+        "_set_class": vars(object)["__class__"].__set__,
+    }
+    lines = [f"def complete(fresh, {', '.join(names)}):", "    _set_class(fresh, _Draft)"]
+    lines.extend(f"    fresh.{name} = {name}" for name in names)
+    lines += ["    fresh.__class__ = _cls", "    return fresh"]
     exec("\n".join(lines), scope)
     compiled: Callable[..., CustomerState] = scope["complete"]
     return compiled
 
 
-_fill_every_field = completer(*(f.name for f in fields(CustomerState)))
+def _compile_build() -> Callable[..., CustomerState]:
+    names = [f.name for f in fields(CustomerState)]
+    lines = [f"def build({', '.join(names)}):", "    new = _Draft()"]
+    lines.extend(f"    new.{name} = {name}" for name in names)
+    lines += ["    new.__class__ = _cls", "    return new"]
+    scope: dict[str, Any] = {"_Draft": _Draft, "_cls": CustomerState}
+    exec("\n".join(lines), scope)
+    compiled: Callable[..., CustomerState] = scope["build"]
+    return compiled
+
+
+_build = _compile_build()
 
 
 def build_state(*values: Any) -> CustomerState:
     """Every field, positionally in declaration order: the decoder's constructor (twice as
     fast as the keyword ``__init__`` of a frozen dataclass, which matters once per customer
     read)."""
-    return _fill_every_field(object.__new__(CustomerState), *values)
+    return _build(*values)

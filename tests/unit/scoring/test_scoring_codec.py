@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import struct
 from datetime import UTC, datetime
 from typing import get_args
 
@@ -12,10 +13,10 @@ from hypothesis import strategies as st
 
 from schemas.alerts import InterventionKind
 from schemas.events import InputEvent
-from scoring.codec import decode, encode
+from scoring.codec import _HEAD, decode, encode
 from scoring.config import load_config
 from scoring.engine import apply_event, evaluate_due
-from scoring.features import ALERT_KINDS
+from scoring.features import ALERT_KINDS, COUNT_NAMES, DECAYED_FEATURES
 from scoring.state import DAY_S, CustomerState
 from streams.intake import Decoder, Record
 from streams.simulator import encode as encode_event
@@ -160,3 +161,32 @@ def test_the_codec_knows_every_alert_kind_the_schemas_define() -> None:
     # a kind added to the schema must be appended here too.
     assert set(ALERT_KINDS) == {"churn_risk", *get_args(InterventionKind)}
     assert len(set(ALERT_KINDS)) == len(ALERT_KINDS)
+
+
+def test_the_front_of_an_encoding_is_its_parts_packed_one_by_one() -> None:
+    # encode packs header, id and the three fixed-order blocks with one struct: pinned to
+    # the layout the module docstring gives, part by part.
+    states = simulated_states(40, 20)
+    states.append(states[0].evolve(decayed={**states[0].decayed, "legacy": 2.5}))
+    states.append(states[0].evolve(counts={"events": 2**40, "orders": -3}))
+    for state in states:
+        raw = encode(state)
+        head = _HEAD.unpack_from(raw)
+        width, cid_len = head[3], head[10]
+        cid = state.customer_id.encode()
+        assert cid_len == len(cid)
+        d_values = [state.decayed[n] for n in DECAYED_FEATURES if n in state.decayed]
+        c_values = [state.counts[n] for n in COUNT_NAMES if n in state.counts]
+        a_values = [state.last_alert_at[n] for n in ALERT_KINDS if n in state.last_alert_at]
+        code = {1: "b", 2: "h", 4: "i", 8: "q"}[width]
+        front = b"".join(
+            [
+                _HEAD.pack(*head),
+                cid,
+                struct.pack(f"<{len(d_values)}d", *d_values),
+                struct.pack(f"<{len(c_values)}{code}", *c_values),
+                struct.pack(f"<{len(a_values)}d", *a_values),
+            ]
+        )
+        assert raw.startswith(front)
+        assert decode(raw) == state

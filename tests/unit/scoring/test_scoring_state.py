@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import FrozenInstanceError, dataclass, replace
+from dataclasses import FrozenInstanceError, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -19,8 +20,11 @@ from scoring.state import (
     _REBASE_EXPONENT,
     DAY_S,
     CustomerState,
+    _Draft,
+    build_state,
     completer,
     day_floor,
+    event_digest,
     evolver,
     slot_init,
 )
@@ -289,3 +293,77 @@ def test_a_new_state_is_the_dataclass_with_its_defaults() -> None:
         customer_id="c", landmark=day_floor(T0 + 0.5), first_seen=T0 + 0.5, last_seen=T0 + 0.5
     )
     assert made.decayed is not CustomerState.new("d", T0).decayed  # no shared defaults
+
+
+# --- shortcuts pinned to their definitions -------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=80))
+def test_event_digest_is_the_blake2b_of_the_id(event_id: str) -> None:
+    expected = hashlib.blake2b(event_id.encode(), digest_size=6).hexdigest()
+    assert event_digest(event_id) == expected
+    assert event_digest(event_id) == expected  # the shared hasher is only ever copied
+
+
+def _contributed_by_definition(
+    state: CustomerState, weights: dict[str, float], at: float, half_lives: dict[str, float]
+) -> tuple[float, dict[str, float]]:
+    landmark, decayed = state.landmark, dict(state.decayed)
+    if any((at - landmark) / half_lives[n] > _REBASE_EXPONENT for n in weights):
+        shift = day_floor(at) - landmark
+        landmark += shift
+        decayed = {n: v * math.pow(2.0, -shift / half_lives[n]) for n, v in decayed.items()}
+    for name, weight in weights.items():
+        if weight:
+            decayed[name] = decayed.get(name, 0.0) + weight * math.pow(
+                2.0, (at - landmark) / half_lives[name]
+            )
+    return landmark, decayed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    weights=st.dictionaries(
+        st.sampled_from(["a", "b", "c"]), st.floats(-5, 5, allow_nan=False), max_size=3
+    ),
+    elapsed=st.floats(0, 3 * YEAR_S),
+    before=st.dictionaries(st.sampled_from(["a", "b", "d"]), st.floats(-1e6, 1e6), max_size=3),
+)
+def test_contributed_is_bit_for_bit_its_definition(
+    weights: dict[str, float], elapsed: float, before: dict[str, float]
+) -> None:
+    half_lives_s = {"a": 0.5 * DAY_S, "b": 30 * DAY_S, "c": 400 * DAY_S, "d": 7 * DAY_S}
+    state = CustomerState.new("c", T0).evolve(decayed=before)
+    at = T0 + elapsed
+    landmark, decayed = state.contributed(weights, at, half_lives_s)
+    expected_landmark, expected = _contributed_by_definition(state, weights, at, half_lives_s)
+    assert landmark == expected_landmark
+    assert decayed == expected and list(decayed) == list(expected)
+    assert state.decayed == before  # a copy, the state untouched
+
+
+def test_a_built_state_is_a_frozen_customer_state() -> None:
+    # States are filled in as drafts; what comes out must be the real, frozen class.
+    assert _Draft.__slots__ == tuple(f.name for f in fields(CustomerState))
+    state = CustomerState.new("c", T0)
+    fold_like = evolver("decayed", "last_seen")
+    made = [
+        state,
+        state.evolve(tier="loyal"),
+        fold_like(state, {}, T0 + 1, {"session_hits": 2}),
+        completer("churn_risk")(state.evolve(), 0.5),
+        build_state(*(getattr(state, f.name) for f in fields(CustomerState))),
+    ]
+    for one in made:
+        assert type(one) is CustomerState
+        with pytest.raises(FrozenInstanceError):
+            one.tier = "lost"  # type: ignore[misc]  # frozen, still
+    assert made[-1] == state
+
+
+def test_a_given_field_keeps_its_argument_whatever_the_changes_say() -> None:
+    state = CustomerState.new("c", T0)
+    fold_like = evolver("decayed", "last_seen")
+    made = fold_like(state, {"a": 1.0}, T0 + 5, {"last_seen": T0 + 99, "tier": "loyal"})
+    assert made.last_seen == T0 + 5 and made.tier == "loyal" and made.decayed == {"a": 1.0}
