@@ -100,21 +100,13 @@ def _int_width(values: tuple[int, ...]) -> int:
     return 8
 
 
-# The header, the customer id and the decayed, counts and alerts blocks as one struct, by
-# (id length, decayed n, counts n, count width, alerts n): "<" packs without padding, so
-# the bytes are those of packing each part on its own, in one call instead of five.
-_FRONTS: dict[tuple[int, int, int, int, int], struct.Struct] = {}
-
-
-def _front(shape: tuple[int, int, int, int, int]) -> struct.Struct:
-    cid_len, n_decayed, n_counts, width, n_alerts = shape
-    if len(_FRONTS) >= 4096:
-        _FRONTS.clear()
+@lru_cache(maxsize=4096)
+def _front(cid_len: int, n_decayed: int, n_counts: int, width: int, n_alerts: int) -> struct.Struct:
+    """The header, the customer id and the decayed, counts and alerts blocks as one
+    struct: "<" packs without padding, so the bytes are those of packing each part on its
+    own, in one call instead of five."""
     code = _INT_CODES[width]
-    found = _FRONTS[shape] = struct.Struct(
-        f"{_HEAD.format}{cid_len}s{n_decayed}d{n_counts}{code}{n_alerts}d"
-    )
-    return found
+    return struct.Struct(f"{_HEAD.format}{cid_len}s{n_decayed}d{n_counts}{code}{n_alerts}d")
 
 
 def encode(state: CustomerState) -> bytes:
@@ -124,9 +116,7 @@ def encode(state: CustomerState) -> bytes:
     c_mask, c_get, _, c_outside = _layout(tuple(counts), 1)
     a_mask, a_get, _, a_outside = _layout(tuple(alerts), 2)
     d_values, c_values, a_values = d_get(decayed), c_get(counts), a_get(alerts)
-    # _int_width's first answer without its call: most customers' counts are small.
-    low, high = min(c_values, default=0), max(c_values, default=0)
-    width = 1 if low >= -128 and high < 128 else _int_width(c_values)
+    width = _int_width(c_values)
     recent = state.recent_events
     digest_width = len(next(iter(recent))) // 2 if recent else 0
     digests = bytes.fromhex("".join(recent))
@@ -181,8 +171,7 @@ def encode(state: CustomerState) -> bytes:
         )
     cid = state.customer_id.encode()
     check = state.next_check_at
-    shape = (len(cid), len(d_values), len(c_values), width, len(a_values))
-    front = _FRONTS.get(shape) or _front(shape)
+    front = _front(len(cid), len(d_values), len(c_values), width, len(a_values))
     n_recent = len(recent)
     parts = [
         front.pack(

@@ -199,14 +199,14 @@ def fold(
         kind = event.type
         if kind in config.bad_experiences:
             adds[BAD_EXPERIENCES] = 1.0
-            counts["bad_experiences"] = counts.get("bad_experiences", 0) + 1
+            _inc(counts, "bad_experiences")
         feature = config.engagement.event_features.get(kind) or CLICK_TYPES.get(kind)
         if feature is None and event.campaign_id is not None:
             feature = "campaign"
         if feature is not None:
             adds[feature] = adds.get(feature, 0.0) + 1.0
             if feature in ("shares", "referrals"):
-                counts[feature] = counts.get(feature, 0) + 1
+                _inc(counts, feature)
             elif feature == "plays":
                 day = day_of(t)
                 if day != state.last_play_day:
@@ -222,19 +222,18 @@ def fold(
             if key != state.session:
                 adds["sessions"] = 1.0
                 adds["bounces"] = 1.0
-                counts["sessions"] = counts.get("sessions", 0) + 1
-                counts["bounces"] = counts.get("bounces", 0) + 1
-                changes["session"] = key
-                changes["session_start"] = t
-                changes["session_hits"] = 1
-                changes["session_converted"] = False
+                _inc(counts, "sessions")
+                _inc(counts, "bounces")
+                changes.update(
+                    session=key, session_start=t, session_hits=1, session_converted=False
+                )
             else:
                 hits = state.session_hits + 1
                 changes["session_hits"] = hits
                 if hits == 2:
                     # no longer a single-hit session: take back its bounce, at its start
                     at_start["bounces"] = -1.0
-                    counts["bounces"] = counts.get("bounces", 0) - 1
+                    _inc(counts, "bounces", -1)
     elif isinstance(event, PurchaseEvent):
         if event.type == "order":
             _order(state, event, t, adds, at_start, changes, counts, config)

@@ -78,12 +78,6 @@ class KpiDelta:
     # events on one day: (day, state before the run, state after it). A run's counters
     # are ``after - before``: the sum of its events' own differences, computed once.
     _runs: dict[str, tuple[int, CustomerState | None, CustomerState]] = field(default_factory=dict)
-    # The day of the last event noted and a span of times [from, to] that all fall on it
-    # (checked at both ends: day_of is monotonic), so that the events of a write, which
-    # mostly share a day, skip the division.
-    _day: int = 0
-    _day_from: float = math.inf
-    _day_to: float = -math.inf
 
     def _add(self, deltas: Mapping[str, float], day: int) -> None:
         fields = self.fields
@@ -105,9 +99,7 @@ class KpiDelta:
 
     def add_events(self, before: CustomerState | None, after: CustomerState, now: float) -> None:
         """One event's effect on the event counters, on the day of ``now`` (scorer clock)."""
-        # A day in the span was noted already: latest_day is no earlier.
-        in_span = self._day_from <= now <= self._day_to
-        day = self._day if in_span else self._note_event_day(now)
+        day = self.note_time(now)
         customer_id = after.customer_id
         runs = self._runs
         run = runs.get(customer_id)
@@ -117,15 +109,6 @@ class KpiDelta:
                 return
             self._add_run(*run)
         runs[customer_id] = (day, before, after)
-
-    def _note_event_day(self, now: float) -> int:
-        day = self.note_time(now)
-        start, end = day * DAY_S, (day + 1) * DAY_S - 1.0
-        if day_of(start) == day and day_of(end) == day:
-            self._day, self._day_from, self._day_to = day, start, end
-        else:  # days too far from 1970 for a float second: no span
-            self._day_from, self._day_to = math.inf, -math.inf
-        return day
 
     def _add_run(self, day: int, before: CustomerState | None, after: CustomerState) -> None:
         old: Mapping[str, int] = before.counts if before is not None else {}

@@ -1,5 +1,5 @@
-"""KpiDelta: the day an event counts on is ``day_of`` of its scorer-clock time, also on
-the path that reuses the day of the write's previous event."""
+"""KpiDelta: the day an event counts on is ``day_of`` of its scorer-clock time, also for
+events at and beside day boundaries and for runs of one customer's events."""
 
 from __future__ import annotations
 
