@@ -23,6 +23,7 @@ from scoring.config import ScoringConfig
 from scoring.engine import Alert, apply_event
 from scoring.state import CustomerState
 from streams import metrics
+from streams.delivery import SentAlerts
 from streams.intake import Decoder, Record, RejectedRecord, shard_of
 from streams.kpis import KpiDelta
 from streams.ordering import EventTimeBuffer, Scorable
@@ -123,6 +124,8 @@ class Scorer:
         # been read past them (see streams/ordering.py); on the wall clock they never wait.
         self.buffer = EventTimeBuffer(self.shard_partitions, max_held=max_held)
         self._seq = 0
+        # Alerts Kafka acknowledged: each shard's next commit takes them out of its outbox.
+        self.sent_alerts = SentAlerts()
         self._shard_topics = [*sorted(aligned_topics), *filter(None, [decoder.rerouted])]
 
     @classmethod
@@ -221,6 +224,7 @@ class Scorer:
             for shard, items in pending.items():
                 tally = tallies[shard] = BatchOutcome()
                 writes[shard] = self._score_shard(views[shard], items, now, tally)
+                writes[shard][0].acked_outbox_ids = self.sent_alerts.ids(shard)
             committed = await self.store.commit([write for write, _ in writes.values()])
             # The events metric moves once per (topic, outcome) of the round, not per shard.
             counted = BatchOutcome()
@@ -229,6 +233,7 @@ class Scorer:
                     metrics.COMMIT_CONFLICTS.inc()
                     continue
                 del pending[shard]
+                self.sent_alerts.removed(shard, writes[shard][0].acked_outbox_ids)
                 for (topic, kind), n in tallies[shard].by_topic.items():
                     counted.tally(topic, kind, n)
                 outcome.alerts.extend(self._entries(shard, ids, *writes[shard]))
@@ -350,6 +355,7 @@ class Scorer:
         try:
             for shard, (view, blobs) in stored.items():
                 writes[shard] = self._sweep_shard(view, blobs, now_by_shard[shard], wall_now)
+                writes[shard][0].acked_outbox_ids = self.sent_alerts.ids(shard)
                 metrics.SWEPT.inc(len(blobs))
                 # Sent before the next shard is scored, so Redis runs this shard's script
                 # meanwhile (each shard's commit is atomic on its own).
@@ -368,6 +374,7 @@ class Scorer:
             if ids is None:
                 metrics.COMMIT_CONFLICTS.inc()  # swept again on the next tick
                 continue
+            self.sent_alerts.removed(shard, writes[shard][0].acked_outbox_ids)
             entries.extend(self._entries(shard, ids, *writes[shard]))
         return entries, max(len(ids) for ids in due.values())
 

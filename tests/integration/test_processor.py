@@ -566,6 +566,37 @@ async def test_alerts_are_written_to_the_outbox_with_the_state(
     assert await scorer.store.pending_outbox([shard], 100) == []
 
 
+async def test_sent_alerts_leave_the_outbox_with_their_shards_next_commit(
+    client: aioredis.Redis, namespace: str, topics: Topics
+) -> None:
+    """Alerts Kafka acknowledged (Scorer.sent_alerts, filled by streams/delivery.py) are
+    deleted by the next commit of their shard, a sweep's or a batch's, with no XDEL of
+    their own; the alerts those commits raise stay until they are sent in turn."""
+    customer = "unhappy"
+    shard = shard_of(customer, SHARDS)
+    other = next(c for c in (f"c{i}" for i in range(1000)) if shard_of(c, SHARDS) == shard)
+    wall = Wall(T0 + 300.0)
+    scorer = make_scorer(client, namespace, topics, wall=wall)
+    feed = Feed(topics)
+    records = feed.records([event("u-v", customer, T0), nps("u-nps", customer, T0 + 60.0, 2)])
+    detractor = (await scorer.process(records)).alerts
+    assert detractor
+    scorer.sent_alerts.add(detractor, 0.0)
+
+    wall.now += 60 * DAY_S  # silence: the sweep's commit raises churn alerts
+    swept, _ = await scorer.sweep([shard], 1000)
+    assert churn_alerts(swept)
+    outbox = await scorer.store.pending_outbox([shard], 100)
+    assert {e.entry_id for e in outbox} == {e.entry_id for e in swept}
+    assert len(scorer.sent_alerts) == 0
+
+    scorer.sent_alerts.add(swept, 0.0)
+    late = await scorer.process([feed.record(event("o-v", other, wall.now - 60.0))])
+    assert late.applied == 1 and late.alerts == []
+    assert await scorer.store.pending_outbox([shard], 100) == []
+    assert len(scorer.sent_alerts) == 0
+
+
 # --- silence --------------------------------------------------------------------------
 
 
