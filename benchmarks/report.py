@@ -266,7 +266,7 @@ def markdown(results: dict[str, Any]) -> str:
             "## Latency: event append -> alert append (ms)",
             "",
             "| worker | input rate | p50 | p95 | p99 | max | received p99 | missing | "
-            "sustained/s | batch: events, ms |",
+            "alerts appended/s | batch: events, ms |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for variant, rates in lat.items():
