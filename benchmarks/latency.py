@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import re
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
 from benchmarks.procs import Proc
@@ -115,7 +118,9 @@ async def _latency_phase(
             i += 1
         await asyncio.sleep(0.001)
     send_s = loop.time() - started
-    stamps = {event_id: (await f).timestamp for event_id, f in futures.items()}
+    metadata = {event_id: await f for event_id, f in futures.items()}
+    stamps = {event_id: m.timestamp for event_id, m in metadata.items()}
+    event_kinds = {m.timestamp_type for m in metadata.values()}
     deadline = loop.time() + 60 + count / rate
     while any(e not in collector.seen for e in stamps) and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
@@ -141,7 +146,10 @@ async def _latency_phase(
         "mean_ms": round(statistics.fmean(appended), 1),
         "received_p50_ms": round(percentile(received, 50), 1),
         "received_p99_ms": round(percentile(received, 99), 1),
+        # LogAppendTime: the broker's append (stamp_appends); CreateTime: the producer's send
+        "event_timestamp_type": "LogAppendTime" if event_kinds == {1} else "CreateTime",
         "alert_timestamp_type": "LogAppendTime" if kinds == {1} else "CreateTime",
+        "both_ends_broker_appends": int(event_kinds == kinds == {1}),
         "last_alert_after_last_event_s": round(drain_s, 3),
         # What the worker got through: all events over the time until the last alert.
         "sustained_rate": round(len(appended) / (send_s + max(0.0, drain_s)), 1),
@@ -174,6 +182,28 @@ LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str], int]] = {
 _RETURNING = 5_000
 
 
+async def stamp_appends(bootstrap: str, topics: list[str]) -> None:
+    """Have the broker stamp each record of ``topics`` with its append time
+    (message.timestamp.type=LogAppendTime), so that both ends of a latency are appends, not
+    the producers' clocks at send. A broker that refuses (Tansu) leaves the records their
+    CreateTime; each phase reports which kind it measured."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, t, configs={"message.timestamp.type": "LogAppendTime"}
+                )
+                for t in topics
+            ]
+        )
+    except Exception as exc:  # measured with CreateTime then, and reported
+        print(f"latency: the broker keeps CreateTime ({exc!r})", file=sys.stderr)
+    finally:
+        await admin.close()
+
+
 def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
     """A worker on the wall clock; a producer sends detractor NPS answers (each one an
     intervention alert) of distinct customers at fixed rates (in the one_in_ten variants,
@@ -186,6 +216,10 @@ def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
         env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall", **extra)
         settings = settings_of(env)
         asyncio.run(ensure_topics(settings))
+        stamped = [settings.topic_feedback, settings.topic_clickstream]
+        asyncio.run(
+            stamp_appends(settings.kafka_bootstrap, [*stamped, settings.topic_interventions])
+        )
         worker = ctx.procs.worker(name, env, module)
         try:
             deadline = time.monotonic() + 90

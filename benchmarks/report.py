@@ -265,6 +265,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Latency: event append -> alert append (ms)",
             "",
+            _stamps_line(lat),
+            "",
             "| worker | input rate | p50 | p95 | p99 | max | received p99 | missing | "
             "alerts appended/s | batch: events, ms |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -330,3 +332,23 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("errors"):
         lines += ["## Errors", ""] + [f"- {e}" for e in results["errors"]] + [""]
     return "\n".join(lines)
+
+
+def _stamps_line(latency: dict[str, Any]) -> str:
+    """Which clock the latency table's two ends are (benchmarks/latency.py stamp_appends)."""
+    marks = {
+        node["both_ends_broker_appends"]["median"]
+        for rates in latency.values()
+        for node in rates.values()
+        if "both_ends_broker_appends" in node
+    }
+    if not marks:
+        return "Which clock stamped the two ends was not recorded in this run."
+    if marks == {1}:
+        return "Both ends are the broker's append times (topics set to LogAppendTime)."
+    if marks == {0}:
+        return (
+            "Both ends are the producers' send times (CreateTime: the broker refused "
+            "LogAppendTime), so an event's wait in its producer counts too."
+        )
+    return "Append times where the broker stamps them, send times elsewhere (mixed)."

@@ -68,6 +68,8 @@ def test_smoke_run_reports_every_section(tmp_path: Path) -> None:
         for phase in latency.values():
             _positive(phase, "achieved_rate", "p95_ms", "p99_ms", "max_ms", "alerts")
             assert phase["missing"]["max"] == 0, f"{variant}: alerts missing"
+            # which clock stamped both ends (LogAppendTime where the broker takes it)
+            assert phase["both_ends_broker_appends"]["median"] in (0, 1)
 
     memory = results["redis_memory"]
     assert memory, "no memory size"
