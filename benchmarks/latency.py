@@ -216,10 +216,12 @@ def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
         env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall", **extra)
         settings = settings_of(env)
         asyncio.run(ensure_topics(settings))
-        stamped = [settings.topic_feedback, settings.topic_clickstream]
-        asyncio.run(
-            stamp_appends(settings.kafka_bootstrap, [*stamped, settings.topic_interventions])
-        )
+        inputs_and_alerts = [
+            settings.topic_feedback,
+            settings.topic_clickstream,
+            settings.topic_interventions,
+        ]
+        asyncio.run(stamp_appends(settings.kafka_bootstrap, inputs_and_alerts))
         worker = ctx.procs.worker(name, env, module)
         try:
             deadline = time.monotonic() + 90

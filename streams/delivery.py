@@ -133,11 +133,7 @@ class AlertDelivery:
     async def remove_sent(self) -> None:
         """Delete from the outbox what Kafka acknowledged and no commit removed yet (at a
         clean stop: the shards' next owner would otherwise publish them again)."""
-        sent = self.sent.acknowledged_before(math.inf)
-        if sent:
-            await self.delete(sent)
-            for e in sent:
-                self.sent.removed(e.shard, (e.entry_id,))
+        await self._delete_acknowledged_before(math.inf)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -173,15 +169,19 @@ class AlertDelivery:
                     continue
                 if wait <= 0:
                     cutoff = loop.time() if self._flush else loop.time() - self.linger_s
-                    lingering = self.sent.acknowledged_before(cutoff)
-                    await self.delete(lingering)
-                    for e in lingering:
-                        self.sent.removed(e.shard, (e.entry_id,))
+                    await self._delete_acknowledged_before(cutoff)
             except Exception:
                 # Still queued (or still sent, not removed): tried again after a pause. The
                 # publisher and the store retry their own connection errors; this is the rest.
                 log.exception("alert delivery failed; retrying in %.1fs", self.retry_s)
                 await asyncio.sleep(self.retry_s)
+
+    async def _delete_acknowledged_before(self, cutoff: float) -> None:
+        entries = self.sent.acknowledged_before(cutoff)
+        if entries:
+            await self.delete(entries)
+            for e in entries:
+                self.sent.removed(e.shard, (e.entry_id,))
 
     async def _send_round(self) -> None:
         batch = self.queue[: self.max_per_send]

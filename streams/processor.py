@@ -224,8 +224,7 @@ class Scorer:
             for shard, items in pending.items():
                 tally = tallies[shard] = BatchOutcome()
                 writes[shard] = self._score_shard(views[shard], items, now, tally)
-                writes[shard][0].acked_outbox_ids = self.sent_alerts.ids(shard)
-            committed = await self.store.commit([write for write, _ in writes.values()])
+            committed = await self._commit([write for write, _ in writes.values()])
             # The events metric moves once per (topic, outcome) of the round, not per shard.
             counted = BatchOutcome()
             for shard, ids in committed.items():
@@ -233,7 +232,6 @@ class Scorer:
                     metrics.COMMIT_CONFLICTS.inc()
                     continue
                 del pending[shard]
-                self.sent_alerts.removed(shard, writes[shard][0].acked_outbox_ids)
                 for (topic, kind), n in tallies[shard].by_topic.items():
                     counted.tally(topic, kind, n)
                 outcome.alerts.extend(self._entries(shard, ids, *writes[shard]))
@@ -242,6 +240,16 @@ class Scorer:
             outcome.redelivered += counted.redelivered
             for (topic, kind), n in counted.by_topic.items():
                 metrics.EVENTS.labels(topic, kind).inc(n)
+
+    async def _commit(self, writes: list[ShardWrite]) -> dict[int, list[str] | None]:
+        """``store.commit``, each write also deleting its shard's ``sent_alerts``."""
+        for w in writes:
+            w.acked_outbox_ids = self.sent_alerts.ids(w.shard)
+        committed = await self.store.commit(writes)
+        for w in writes:
+            if committed.get(w.shard) is not None:
+                self.sent_alerts.removed(w.shard, w.acked_outbox_ids)
+        return committed
 
     def _remember_marks(self, views: Iterable[ShardView]) -> None:
         for view in views:
@@ -355,11 +363,10 @@ class Scorer:
         try:
             for shard, (view, blobs) in stored.items():
                 writes[shard] = self._sweep_shard(view, blobs, now_by_shard[shard], wall_now)
-                writes[shard][0].acked_outbox_ids = self.sent_alerts.ids(shard)
                 metrics.SWEPT.inc(len(blobs))
                 # Sent before the next shard is scored, so Redis runs this shard's script
                 # meanwhile (each shard's commit is atomic on its own).
-                commits.append(asyncio.ensure_future(self.store.commit([writes[shard][0]])))
+                commits.append(asyncio.ensure_future(self._commit([writes[shard][0]])))
                 await asyncio.sleep(0)
         finally:
             # Every commit sent is waited for, even when scoring a later shard failed.
@@ -374,7 +381,6 @@ class Scorer:
             if ids is None:
                 metrics.COMMIT_CONFLICTS.inc()  # swept again on the next tick
                 continue
-            self.sent_alerts.removed(shard, writes[shard][0].acked_outbox_ids)
             entries.extend(self._entries(shard, ids, *writes[shard]))
         return entries, max(len(ids) for ids in due.values())
 

@@ -10,11 +10,10 @@ Redis data in another namespace: states, due schedule, KPI hash and outbox must 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -59,34 +58,13 @@ def simulated_states(customers: int, days: float) -> list[CustomerState]:
     return list(states.values())
 
 
-def legacy_json(state: CustomerState) -> bytes:
-    """The JSON form states were stored in before the compact encoding (still read)."""
-    return orjson.dumps(
-        {
-            "c": state.customer_id,
-            "L": state.landmark,
-            "d": state.decayed,
-            "n": state.counts,
-            "f": state.first_seen,
-            "l": state.last_seen,
-            "r": state.churn_risk,
-            "v": state.churn_level,
-            "a": state.churn_alerts,
-            "t": state.last_alert_at,
-            "x": state.next_check_at,
-            "k": state.check_exact,
-            "e": state.evaluated_at,
-            "i": state.recent_events,
-        }
-    )
-
-
 async def write_copy(
     client: aioredis.Redis,
     store: StateStore,
     states: list[CustomerState],
     legacy: list[str],
     not_due: list[str],
+    legacy_json: Callable[[CustomerState], bytes],
 ) -> None:
     """The states through the commit script; some of them (``legacy``) stored in the JSON
     form, and some (``not_due``) listed as due although their state says otherwise."""
@@ -138,7 +116,7 @@ async def contents(client: Any, store: StateStore) -> dict[str, Any]:
 
 
 async def test_the_sweep_writes_what_the_plain_sweep_writes(
-    client: aioredis.Redis, namespace: str
+    client: aioredis.Redis, namespace: str, legacy_json: Callable[[CustomerState], bytes]
 ) -> None:
     states = simulated_states(60, 45.0)
     end = (START + timedelta(days=45)).timestamp()
@@ -156,7 +134,7 @@ async def test_the_sweep_writes_what_the_plain_sweep_writes(
     legacy, not_due = [settling[0], later[0]], later[:2]
     swept, plain = StateStore(client, f"{namespace}a"), StateStore(client, f"{namespace}b")
     for store in (swept, plain):
-        await write_copy(client, store, silent, legacy, not_due)
+        await write_copy(client, store, silent, legacy, not_due, legacy_json)
 
     scorer = Scorer(
         swept,

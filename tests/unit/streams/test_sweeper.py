@@ -5,10 +5,10 @@ the same blobs, check times, KPI deltas and alerts, customer by customer, to the
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import orjson
 import pytest
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
@@ -85,30 +85,10 @@ def stored_bytes(write: ShardWrite) -> dict[str, tuple[bytes, float | None]]:
     return {**written, **write.settled}
 
 
-def legacy_json(state: CustomerState) -> bytes:
-    """The JSON form states were stored in before the compact encoding (still read)."""
-    return orjson.dumps(
-        {
-            "c": state.customer_id,
-            "L": state.landmark,
-            "d": state.decayed,
-            "n": state.counts,
-            "f": state.first_seen,
-            "l": state.last_seen,
-            "r": state.churn_risk,
-            "v": state.churn_level,
-            "a": state.churn_alerts,
-            "t": state.last_alert_at,
-            "x": state.next_check_at,
-            "k": state.check_exact,
-            "e": state.evaluated_at,
-            "i": state.recent_events,
-        }
-    )
-
-
 @pytest.mark.parametrize("config", [RETAIL, FITTED], ids=["retail", "fitted"])
-def test_the_sweep_writes_what_the_plain_sweep_writes(config: ScoringConfig) -> None:
+def test_the_sweep_writes_what_the_plain_sweep_writes(
+    config: ScoringConfig, legacy_json: Callable[[CustomerState], bytes]
+) -> None:
     states = simulated_states(config)
     blobs = {s.customer_id: encode(s) for s in states}
     # blobs the stored fields are not read from: the JSON form, and names outside the
