@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+import scoring
 from benchmarks.procs import REPO
 
 PACKAGES = ("faust-streaming", "aiokafka", "redis", "hiredis", "orjson", "pydantic",
@@ -56,6 +57,8 @@ def machine(argv: list[str]) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": versions,
+        # The workers import the same tree, so they run what this process found.
+        "scoring_compiled": sorted(scoring.COMPILED),
     }
 
 
@@ -201,6 +204,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"- machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
         f"Python {m['python']}, {m['platform']}",
         f"- services: {m.get('broker', '?')}, {m.get('redis', '?')}",
+        "- scoring core: "
+        + (
+            f"compiled with mypyc ({len(m['scoring_compiled'])} modules)"
+            if m.get("scoring_compiled")
+            else "pure Python"
+        ),
         f"- repeats: {plan['repeats']}; figures are median (min-max)",
         f"- workload: {results['workload']['events']:,} events of "
         f"{results['workload']['customers_with_events']:,} active customers "

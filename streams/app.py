@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from scoring import COMPILED
 from scoring.config import ScoringConfig
 from streams import metrics
 from streams.acks import InOrderAcks
@@ -220,10 +221,12 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     _set_fetch_wait(app.consumer, settings.fetch_max_wait_ms)
     _read_inputs(rt, inputs)
 
-    async def name_event_loop() -> None:
-        log.info("running on %s", type(asyncio.get_running_loop()).__module__)
+    async def name_runtime() -> None:
+        loop = type(asyncio.get_running_loop()).__module__
+        core = f"compiled ({len(COMPILED)} modules)" if COMPILED else "pure Python"
+        log.info("running on %s; scoring core %s", loop, core)
 
-    app.task(name_event_loop)
+    app.task(name_runtime)
 
     async def release_waiting() -> None:
         """Score events the event clock has passed since the last batch arrived."""

@@ -1,0 +1,117 @@
+"""The compiled scoring core: what `make` builds is what runs, and never a stale build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+import pytest
+
+import scoring
+import scoring.codec
+import scoring.engagement
+import scoring.engine
+import scoring.features
+import scoring.schedule
+import scoring.scores
+import scoring.stored
+import scoring.thresholds
+
+ROOT = Path(scoring.__file__).resolve().parent.parent
+COMPILED_BY_MAKE = {
+    scoring.codec,
+    scoring.engagement,
+    scoring.engine,
+    scoring.features,
+    scoring.schedule,
+    scoring.scores,
+    scoring.stored,
+    scoring.thresholds,
+}
+
+
+def test_make_runs_the_scoring_core_compiled() -> None:
+    # `make test` compiles first; a bare pytest run without it fails here, saying so.
+    assert (ROOT / "scoring" / "compiled.json").is_file(), "run `make compile` first"
+    assert {module.__name__ for module in COMPILED_BY_MAKE} == scoring.COMPILED
+    for module in COMPILED_BY_MAKE:
+        assert module.__file__ is not None
+        assert module.__file__.endswith(tuple(EXTENSION_SUFFIXES)), module.__file__
+    assert not (scoring.__file__ or "").endswith(tuple(EXTENSION_SUFFIXES))
+
+
+def _package(tmp_path: Path, *, compiled: bool, manifest: bool) -> Path:
+    """A copy of the package's guard with one module, its source and a stand-in extension
+    (the guard runs before any extension loads, so the stand-in is never executed)."""
+    package = tmp_path / "scoring"
+    package.mkdir()
+    shutil.copy(ROOT / "scoring" / "__init__.py", package / "__init__.py")
+    (package / "scores.py").write_text("SCORE = 1\n")
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "events.py").write_text("EVENT = 1\n")
+    if compiled:
+        (package / f"scores{EXTENSION_SUFFIXES[0]}").write_bytes(b"stand-in")
+    if manifest:
+        sources = {
+            path: hashlib.sha256((tmp_path / path).read_bytes()).hexdigest()
+            for path in ("scoring/__init__.py", "scoring/scores.py", "schemas/events.py")
+        }
+        record = {"modules": ["scoring.scores"], "sources": sources}
+        (package / "compiled.json").write_text(json.dumps(record))
+    return tmp_path
+
+
+def _import_guard(root: Path) -> subprocess.CompletedProcess[str]:
+    # -S: no site-packages, so the project's own editable install cannot answer instead.
+    code = (
+        f"import sys; sys.path.insert(0, {str(root)!r}); "
+        "import scoring; print(sorted(scoring.COMPILED))"
+    )
+    return subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_current_build_is_reported_as_compiled(tmp_path: Path) -> None:
+    result = _import_guard(_package(tmp_path, compiled=True, manifest=True))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['scoring.scores']"
+
+
+def test_without_extensions_everything_is_pure_python(tmp_path: Path) -> None:
+    result = _import_guard(_package(tmp_path, compiled=False, manifest=False))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "edited", ["scoring/scores.py", "schemas/events.py"], ids=["compiled", "type-source"]
+)
+def test_an_edited_source_refuses_its_stale_compiled_module(tmp_path: Path, edited: str) -> None:
+    root = _package(tmp_path, compiled=True, manifest=True)
+    with (root / edited).open("a") as source:
+        source.write("EDITED = True\n")
+    result = _import_guard(root)
+    assert result.returncode != 0
+    assert "StaleCompiledModuleError" in result.stderr
+    assert f"{edited} changed since the scoring core was compiled" in result.stderr
+    assert "make compile" in result.stderr
+
+
+def test_a_deleted_source_refuses_too(tmp_path: Path) -> None:
+    root = _package(tmp_path, compiled=True, manifest=True)
+    (root / "schemas" / "events.py").unlink()
+    result = _import_guard(root)
+    assert "schemas/events.py changed since the scoring core was compiled" in result.stderr
+
+
+def test_an_extension_without_its_record_refuses(tmp_path: Path) -> None:
+    result = _import_guard(_package(tmp_path, compiled=True, manifest=False))
+    assert result.returncode != 0
+    assert "has no record of the sources it was compiled from" in result.stderr
+    assert "make pure" in result.stderr
