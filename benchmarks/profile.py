@@ -1,10 +1,12 @@
 """Where the time goes: py-spy profiles of the processes the benchmark measures.
 
     python -m benchmarks.profile [--out benchmarks/results/profile-<date>] [--smoke]
+        [--only scorer,faust_noack_take,alerts,sweep] [--native]
 
 Needs py-spy in the virtualenv (`.venv/bin/pip install py-spy`). Starts its own embedded
 broker and Redis, publishes the throughput workload of `benchmarks.run`, and records, at
-100 Hz without pausing the target (--nonblocking), one thread at a time (--threads):
+100 Hz without pausing the target (--nonblocking; --native pauses it, to see the compiled
+scoring modules' C functions), one thread at a time (--threads):
 
 - ``scorer``: `python -m streams.cli worker` scoring the whole workload (event clock);
 - ``faust_noack_take``: the no-op Faust agent of the framework ceiling;
@@ -51,10 +53,15 @@ _LINE = re.compile(r":\d+\)$")
 class Spy:
     """py-spy recording one process until stopped (or until the process exits)."""
 
+    # --native: the C frames too. The compiled scoring modules run no Python frames, so
+    # without it their time shows as their nearest interpreted caller's own. Native
+    # unwinding pauses the target at each sample (no --nonblocking).
+    native = False
+
     def __init__(self, pid: int, out: Path) -> None:
         self.out = out
         argv = [str(PY_SPY), "record", "-p", str(pid), "-o", str(out), "-f", "raw"]
-        argv += ["-r", "100", "--nonblocking", "--threads"]
+        argv += ["-r", "100", "--threads", "--native" if self.native else "--nonblocking"]
         self.log = out.with_suffix(".py-spy.log")
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -206,7 +213,8 @@ def breakdown(
 
 
 def _markdown(profiles: dict[str, dict[str, Any]], figures: dict[str, Any], raw: Path) -> str:
-    lines = ["# Profiles (py-spy, 100 Hz, --nonblocking --threads)", ""]
+    mode = "--native (pausing at each sample)" if Spy.native else "--nonblocking"
+    lines = [f"# Profiles (py-spy, 100 Hz, --threads {mode})", ""]
     for name, threads in profiles.items():
         lines += [f"## {name}", "", f"measured under the profiler: `{figures.get(name)}`", ""]
         rules = SWEEP_RULES if name == "sweep" else RULES
@@ -256,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", help="comma-separated: which of scorer, faust_noack_take, alerts, sweep"
     )
+    parser.add_argument(
+        "--native", action="store_true", help="C frames too (the compiled scoring modules)"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    Spy.native = args.native
     if args.summarize:
         saved: dict[str, Any] = json.loads((args.summarize / "figures.json").read_text())
         profiles = {name: summarize(args.summarize / f"{name}.txt") for name in saved}
