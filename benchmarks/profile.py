@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import latency, sections, workload
+from benchmarks import latency, sections, sweeps, workload
 from benchmarks.procs import REPO, Proc, Procs, service_pids
 from scoring.config import load_config
 from streams.services import embedded_services
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 "task": "sweep",
                 "templates": str(templates_path),
                 "customers": plan.sweep_customers,
-                "at": sections.SWEEP_AT,
+                "at": sweeps.SWEEP_AT,
                 "pause_s": 1.5,
             }
             try:

@@ -139,6 +139,15 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
     sweep_runs: list[dict[str, Any]] = raw["sweep"]
     if sweep_runs:
         out["sweep"] = _numeric(sweep_runs)
+    two_sweeping: list[dict[str, Any]] = raw.get("sweep_two_workers", [])
+    if two_sweeping:
+        out["sweep_two_workers"] = _numeric(two_sweeping)
+        out["sweep_two_workers"]["vs_one"] = stats(
+            [
+                round(two["customers_per_s"] / one["customers_per_s"], 3)
+                for two, one in zip(two_sweeping, sweep_runs, strict=False)
+            ]
+        )
     return out
 
 
@@ -322,8 +331,15 @@ def markdown(results: dict[str, Any]) -> str:
             "| --- | --- | --- | --- |",
             f"| {_fmt(sw['customers_swept'])} | {_fmt(sw['customers_per_s'])} | "
             f"{_fmt(sw['alerts'])} | {_fmt(sw['cpu_cores'], 2)} |",
-            "",
         ]
+        two = results.get("sweep_two_workers")
+        if two:
+            lines.append(
+                f"| {_fmt(two['customers_swept'])}, two workers (half the shards each) | "
+                f"{_fmt(two['customers_per_s'])} ({_fmt(two['vs_one'], 2)}x one) | "
+                f"{_fmt(two['alerts'])} | {_fmt(two['cpu_cores'], 2)} |"
+            )
+        lines.append("")
     tg = results.get("targets")
     if tg:
         lines += [

@@ -13,7 +13,7 @@ Sections, each repeated (3 times by default, once with --smoke):
   aiokafka limit, the naive scorers, and two scorer workers, in that order;
 - latency: event append -> alert append at fixed input rates;
 - memory: Redis bytes per customer;
-- sweep: Scorer.sweep customers per second.
+- sweep: Scorer.sweep customers per second, in one process and in two (half the shards each).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import latency, report, sections, workload
+from benchmarks import latency, report, sections, sweeps, workload
 from benchmarks.procs import REPO, Procs, machine_busy_seconds, own_seconds, service_pids
 from benchmarks.real_services import apache_services, kafka_version
 from scoring.config import load_config
@@ -170,7 +170,13 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
     _log(started, f"{len(templates):,} customer state templates")
     gc.freeze()  # the workload stays alive all run: keep it out of the collector's way
 
-    raw: dict[str, Any] = {"throughput": [], "latency": [], "redis_memory": {}, "sweep": []}
+    raw: dict[str, Any] = {
+        "throughput": [],
+        "latency": [],
+        "redis_memory": {},
+        "sweep": [],
+        "sweep_two_workers": [],
+    }
     durations: dict[str, float] = {}
     results["complete"] = False
     results["errors"] = errors
@@ -227,9 +233,14 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
                             parts.append(f"{size:,}: {mem['bytes_per_customer']} B/customer")
                         summary = ", ".join(parts)
                     else:
-                        sw = sections.sweep(ctx, rep)
+                        sw = sweeps.sweep(ctx, rep)
                         raw["sweep"].append(sw)
-                        summary = f"{sw['customers_per_s']:,.0f} customers/s"
+                        two = sweeps.sweep_two_workers(ctx, rep)
+                        raw["sweep_two_workers"].append(two)
+                        summary = (
+                            f"{sw['customers_per_s']:,.0f} customers/s, "
+                            f"two workers {two['customers_per_s']:,.0f}"
+                        )
                     _log(started, f"{where}: {summary}")
                 except Exception as exc:
                     errors.append(f"{where}: {exc!r}")

@@ -382,32 +382,3 @@ async def redis_memory(ctx: Context, customers: int) -> dict[str, Any]:
         "redis_keys": keys_total,
         "write_customers_per_s": round(written / write_s, 1),
     }
-
-
-# --- sweep --------------------------------------------------------------------------------
-
-
-SWEEP_AT = 1_800_000_000.0  # any instant: every history is moved so its check is due then
-
-
-def sweep(ctx: Context, rep: int) -> dict[str, Any]:
-    name = f"{ctx.token}s{rep}"
-    env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall")
-    spec = {
-        "task": "sweep",
-        "templates": str(ctx.templates_path),
-        "customers": ctx.plan.sweep_customers,
-        "at": SWEEP_AT,
-    }
-    try:
-        return task_run(ctx, "sweep", env, spec, timeout_s=120 + ctx.plan.sweep_customers / 500)
-    finally:
-
-        async def flush() -> None:
-            client = connect_redis(ctx.endpoints.redis_url)
-            try:
-                await flushdb(client)
-            finally:
-                await client.aclose()
-
-        asyncio.run(flush())

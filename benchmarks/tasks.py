@@ -310,8 +310,10 @@ async def run_naive(spec: dict[str, Any]) -> None:
 
 async def run_sweep(spec: dict[str, Any]) -> None:
     """Customers whose next check is due at one instant T (each history moved in time so
-    that it is), written through StateStore.commit; then Scorer.sweep on the wall clock
-    at T, called like the worker's sweep timer until no shard has a full page left."""
+    that it is), written through StateStore.commit (unless ``write`` is false: another
+    process wrote them); then (unless ``sweep`` is false) Scorer.sweep of ``shards`` (all by
+    default) on the wall clock at T, called like the worker's sweep timer until no shard
+    has a full page left, once the file ``go`` exists if one is named."""
     from prometheus_client import REGISTRY
 
     from benchmarks.workload import due_clones, read_templates, write_states
@@ -328,10 +330,15 @@ async def run_sweep(spec: dict[str, Any]) -> None:
     client = redis_of(settings)
     try:
         store = StateStore(client, settings.namespace)
-        templates = read_templates(Path(spec["templates"]))
-        written = await write_states(
-            store, due_clones(templates, customers, at), settings.partitions
-        )
+        written = 0
+        if spec.get("write", True):
+            templates = read_templates(Path(spec["templates"]))
+            written = await write_states(
+                store, due_clones(templates, customers, at), settings.partitions
+            )
+        if not spec.get("sweep", True):
+            write_json_atomic(Path(spec["out"]), {"customers_written": written})
+            return
         scorer = Scorer(
             store,
             Decoder(*settings.input_topics, rerouted=settings.topic_rerouted),
@@ -342,19 +349,23 @@ async def run_sweep(spec: dict[str, Any]) -> None:
             clock="wall",
             wall=lambda: at,
         )
-        shards = list(range(settings.partitions))
+        shards = list(spec.get("shards", range(settings.partitions)))
         Path(f"{spec['out']}.first").write_text(str(time.time()))
         await asyncio.sleep(float(spec.get("pause_s", 0)))  # lets a profiler attach
+        if "go" in spec:
+            # Another process creates the file: there is no event to await.
+            while not Path(spec["go"]).exists():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
         swept_before = REGISTRY.get_sample_value("engagement_sweep_customers_total") or 0.0
         alerts = calls = 0
-        started, cpu = time.perf_counter(), time.process_time()
+        started, cpu, started_at = time.perf_counter(), time.process_time(), time.time()
         while True:
             entries, swept = await scorer.sweep(shards, settings.sweep_batch)
             alerts += len(entries)
             calls += 1
             if swept < settings.sweep_batch:
                 break
-        elapsed = time.perf_counter() - started
+        elapsed, ended_at = time.perf_counter() - started, time.time()
         cpu_cores = (time.process_time() - cpu) / elapsed
         swept_total = (REGISTRY.get_sample_value("engagement_sweep_customers_total") or 0.0) - (
             swept_before
@@ -376,6 +387,9 @@ async def run_sweep(spec: dict[str, Any]) -> None:
             "seconds": round(elapsed, 3),
             "customers_per_s": round(swept_total / elapsed, 1),
             "cpu_cores": round(cpu_cores, 3),
+            # wall clock, to put processes sweeping at once on one time line
+            "started_at": started_at,
+            "ended_at": ended_at,
         },
     )
 

@@ -78,6 +78,11 @@ def test_smoke_run_reports_every_section(tmp_path: Path) -> None:
                   "due_zset_bytes_per_member", "meta_hash_bytes_total")  # fmt: skip
 
     _positive(results["sweep"], "customers_per_s", "customers_swept")
+    # two processes, half the shards each: between them every due customer, none left
+    two = results["sweep_two_workers"]
+    _positive(two, "customers_per_s", "customers_swept", "vs_one")
+    assert two["customers_swept"]["min"] == results["sweep"]["customers_swept"]["max"]
+    assert two["still_due"]["max"] == 0
 
     assert {t["target"] for t in results["targets"]} and all(
         isinstance(t["met"], bool) for t in results["targets"]
