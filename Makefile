@@ -19,7 +19,8 @@ install: $(STAMP)
 # The scoring modules an event and the sweep pass through, compiled in place by mypyc
 # (about 1.2x the events per CPU-second, 1.5x the sweep: BENCHMARKS.md). Rebuilt whenever
 # scoring/ or schemas/ changes; scoring/__init__.py refuses to import a compiled module
-# older than its sources. `make pure` removes them: everything runs as plain Python again.
+# older than its sources. `make pure` removes them: everything runs as plain Python again
+# (as it does, with a warning, where there is no C compiler or no Python headers).
 COMPILED := scoring/compiled.json
 
 $(COMPILED): $(STAMP) scripts/compile_scoring.py $(wildcard scoring/*.py schemas/*.py)

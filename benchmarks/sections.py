@@ -153,14 +153,7 @@ def throughput(ctx: Context, rep: int) -> dict[str, dict[str, Any]]:
         await publish(ctx.events, base)
         return time.perf_counter() - started
 
-    async def empty_redis() -> None:  # the previous repeat's states
-        client = connect_redis(ctx.endpoints.redis_url)
-        try:
-            await flushdb(client)
-        finally:
-            await client.aclose()
-
-    asyncio.run(empty_redis())
+    empty_redis(ctx)  # the previous repeat's states
     publish_s = asyncio.run(publish_inputs())
     out: dict[str, dict[str, Any]] = {}
     out["full_scorer"] = scorer_run(ctx, f"{inputs}-one", inputs, 1, expected)
@@ -323,6 +316,19 @@ async def _used_memory(client: Any) -> int:
             break
         await asyncio.sleep(0.05)
     return int(info["used_memory"])
+
+
+def empty_redis(ctx: Context) -> None:
+    """Everything in the run's Redis deleted (FLUSHDB SYNC)."""
+
+    async def empty() -> None:
+        client = connect_redis(ctx.endpoints.redis_url)
+        try:
+            await flushdb(client)
+        finally:
+            await client.aclose()
+
+    asyncio.run(empty())
 
 
 async def flushdb(client: Any) -> None:

@@ -4,14 +4,12 @@ a worker sweeps only the shards it owns, so the sweep scales out with the partit
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.procs import cpu_snapshot, cpu_usage, wait_result
-from benchmarks.sections import Context, flushdb, task_run
-from streams.store import connect_redis
+from benchmarks.sections import Context, empty_redis, task_run
 
 SWEEP_AT = 1_800_000_000.0  # any instant: every history is moved so its check is due then
 
@@ -29,24 +27,13 @@ def _timeout_s(ctx: Context) -> float:
     return 120 + ctx.plan.sweep_customers / 500
 
 
-def _flush(ctx: Context) -> None:
-    async def flush() -> None:
-        client = connect_redis(ctx.endpoints.redis_url)
-        try:
-            await flushdb(client)
-        finally:
-            await client.aclose()
-
-    asyncio.run(flush())
-
-
 def sweep(ctx: Context, rep: int) -> dict[str, Any]:
     name = f"{ctx.token}s{rep}"
     env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall")
     try:
         return task_run(ctx, "sweep", env, _spec(ctx), timeout_s=_timeout_s(ctx))
     finally:
-        _flush(ctx)
+        empty_redis(ctx)
 
 
 def sweep_two_workers(ctx: Context, rep: int) -> dict[str, Any]:
@@ -95,7 +82,7 @@ def sweep_two_workers(ctx: Context, rep: int) -> dict[str, Any]:
         finally:
             ctx.procs.stop(procs)
     finally:
-        _flush(ctx)
+        empty_redis(ctx)
     swept = sum(r["customers_swept"] for r in results)
     seconds = max(r["ended_at"] for r in results) - min(r["started_at"] for r in results)
     return {
