@@ -142,12 +142,6 @@ def aggregate(raw: dict[str, Any]) -> dict[str, Any]:
     two_sweeping: list[dict[str, Any]] = raw.get("sweep_two_workers", [])
     if two_sweeping:
         out["sweep_two_workers"] = _numeric(two_sweeping)
-        out["sweep_two_workers"]["vs_one"] = stats(
-            [
-                round(two["customers_per_s"] / one["customers_per_s"], 3)
-                for two, one in zip(two_sweeping, sweep_runs, strict=False)
-            ]
-        )
     return out
 
 

@@ -236,6 +236,8 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
                         sw = sweeps.sweep(ctx, rep)
                         raw["sweep"].append(sw)
                         two = sweeps.sweep_two_workers(ctx, rep)
+                        # against the one-process sweep of the same repeat
+                        two["vs_one"] = round(two["customers_per_s"] / sw["customers_per_s"], 3)
                         raw["sweep_two_workers"].append(two)
                         summary = (
                             f"{sw['customers_per_s']:,.0f} customers/s, "

@@ -287,14 +287,9 @@ def task_run(
     has its first batch (the profiler attaches there)."""
     out = ctx.run_dir / "logs" / f"{ctx.procs.next_name(name)}.result.json"
     proc = ctx.procs.task(name, env, {**spec, "out": str(out)})
-    marker = Path(f"{out}.first")
     try:
         deadline = time.monotonic() + timeout_s
-        while not marker.exists() and not out.exists():
-            proc.check("starting")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: nothing read after {timeout_s:.0f}s\n{proc.tail()}")
-            time.sleep(0.02)
+        wait_first(proc, out, deadline)
         if on_first is not None:
             on_first(proc)
         before = cpu_snapshot(ctx.service_pids)
@@ -303,6 +298,16 @@ def task_run(
         return result
     finally:
         ctx.procs.stop([proc])
+
+
+def wait_first(proc: Proc, out: Path, deadline: float) -> None:
+    """Wait until a task has its first batch (it writes ``<out>.first``) or its result."""
+    marker = Path(f"{out}.first")
+    while not marker.exists() and not out.exists():
+        proc.check("starting")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{proc.name}: nothing read in time\n{proc.tail()}")
+        time.sleep(0.02)
 
 
 # --- Redis memory -------------------------------------------------------------------------

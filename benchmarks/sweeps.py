@@ -5,11 +5,10 @@ a worker sweeps only the shards it owns, so the sweep scales out with the partit
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.procs import cpu_snapshot, cpu_usage, wait_result
-from benchmarks.sections import Context, empty_redis, task_run
+from benchmarks.sections import Context, empty_redis, task_run, wait_first
 
 SWEEP_AT = 1_800_000_000.0  # any instant: every history is moved so its check is due then
 
@@ -67,11 +66,7 @@ def sweep_two_workers(ctx: Context, rep: int) -> dict[str, Any]:
             deadline = time.monotonic() + timeout_s
             # Both set up (connected, scorer built) before either starts sweeping.
             for proc, out in zip(procs, outs, strict=True):
-                while not Path(f"{out}.first").exists():
-                    proc.check("starting")
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{proc.name}: not ready\n{proc.tail()}")
-                    time.sleep(0.02)
+                wait_first(proc, out, deadline)
             before = cpu_snapshot(ctx.service_pids)
             go.touch()
             results = [
