@@ -78,6 +78,80 @@ def _time_phases(out: str) -> None:
     threading.Thread(target=dump, daemon=True).start()
 
 
+def _trace_alerts(out: str) -> None:
+    """With BENCH_TRACE_OUT set: per alerting customer, when its event was appended (the
+    broker's stamp), handed to the batch reader, scored (its batch's start and end), and
+    when the delivery round carrying its alert started and ended; written as JSON lines to
+    that file every second (an experiment to find where an alert's latency goes)."""
+    import functools
+    import json
+    import threading
+    import time
+
+    from streams.app import Runtime
+    from streams.batches import BatchReader
+    from streams.delivery import AlertDelivery
+
+    by_key: dict[bytes, dict[str, float]] = {}
+    lock = threading.Lock()
+
+    put = BatchReader.put
+
+    @functools.wraps(put)
+    async def traced_put(self: Any, messages: list[tuple[Any, int]]) -> None:
+        now = time.time()
+        for m, _ in messages:
+            if m.key is not None:
+                by_key[m.key] = {"append": m.timestamp, "put": now, "pending": len(self.pending)}
+        await put(self, messages)
+
+    score = Runtime.score
+
+    @functools.wraps(score)
+    async def traced_score(self: Any, messages: Any, tokens: Any) -> None:
+        started = time.time()
+        try:
+            await score(self, messages, tokens)
+        finally:
+            ended = time.time()
+            for m in messages:
+                t = by_key.get(m.key)
+                if t is not None:
+                    t.update(start=started, end=ended, size=len(messages))
+
+    send_round = AlertDelivery._send_round
+
+    @functools.wraps(send_round)
+    async def traced_round(self: Any) -> None:
+        batch = self.queue[: self.max_per_send]
+        started = time.time()
+        await send_round(self)
+        ended = time.time()
+        for e in batch:
+            t = by_key.get(e.key)
+            if t is not None:
+                t.update(round_start=started, round_end=ended, round_size=len(batch))
+
+    BatchReader.put = traced_put  # type: ignore[method-assign]
+    Runtime.score = traced_score  # type: ignore[method-assign]
+    AlertDelivery._send_round = traced_round  # type: ignore[method-assign]
+
+    def dump() -> None:
+        while True:
+            time.sleep(1.0)
+            with lock:
+                done = {k: v for k, v in by_key.items() if "round_end" in v}
+                with open(out, "a") as handle:
+                    for k, v in done.items():
+                        handle.write(json.dumps({"key": k.decode(), **v}) + "\n")
+                        by_key.pop(k, None)
+
+    threading.Thread(target=dump, daemon=True).start()
+
+
+if os.environ.get("BENCH_TRACE_OUT"):
+    _trace_alerts(os.environ["BENCH_TRACE_OUT"])
+
 if os.environ.get("BENCH_PHASES_OUT"):
     _time_phases(os.environ["BENCH_PHASES_OUT"])
 

@@ -280,8 +280,8 @@ def markdown(results: dict[str, Any]) -> str:
             _stamps_line(lat),
             "",
             "| worker | input rate | p50 | p95 | p99 | max | received p99 | missing | "
-            "alerts appended/s | batch: events, ms |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "alerts appended/s | batch: events, ms | worker CPU us/event | machine busy cores |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for variant, rates in lat.items():
             for rate, node in rates.items():
@@ -295,7 +295,9 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {variant} | {int(rate):,}/s | "
                     f"{_fmt(node['p50_ms'])} | {_fmt(node['p95_ms'])} | {_fmt(node['p99_ms'])} | "
                     f"{_fmt(node['max_ms'])} | {_fmt(node['received_p99_ms'])} | "
-                    f"{_fmt(node['missing'])} | {_fmt(node.get('sustained_rate'))} | {batch} |"
+                    f"{_fmt(node['missing'])} | {_fmt(node.get('sustained_rate'))} | {batch} | "
+                    f"{_fmt(node.get('worker_cpu_us_per_event'))} | "
+                    f"{_fmt(node.get('machine_busy_cores'), 2)} |"
                 )
         lines.append("")
     mem = results.get("redis_memory")

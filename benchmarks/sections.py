@@ -69,6 +69,8 @@ class Plan:
                 "default_one_in_ten_alerts",
                 "fetch_wait_10ms",
                 "fetch_wait_10ms_one_in_ten_alerts",
+                "gather_10ms",
+                "gather_10ms_one_in_ten_alerts",
             ),
             asyncio_variants=True,
             memory_customers=(100_000, 1_000_000),

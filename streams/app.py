@@ -218,7 +218,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         partitions=settings.partitions,
     )
 
-    _set_fetch_wait(app.consumer, settings.fetch_max_wait_ms)
+    set_fetch_bounds(app.consumer, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
     _read_inputs(rt, inputs)
 
     async def name_runtime() -> None:
@@ -308,17 +308,18 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     return rt
 
 
-def _set_fetch_wait(consumer: Any, ms: int) -> None:
+def set_fetch_bounds(consumer: Any, ms: int, min_bytes: int) -> None:
     """faust.transport.drivers.aiokafka creates its aiokafka consumer with a hard-coded
-    ``fetch_max_wait_ms=1500``; set ours on the consumer it creates, before it starts
-    (aiokafka hands it to its fetcher on start)."""
+    ``fetch_max_wait_ms=1500`` and aiokafka's ``fetch_min_bytes=1``; set ours on the
+    consumer it creates, before it starts (aiokafka hands them to its fetcher on start)."""
     thread = consumer._thread
     create = thread._create_worker_consumer
 
     def create_worker_consumer(transport: Any) -> Any:
         kafka_consumer = create(transport)
         kafka_consumer._fetch_max_wait_ms = ms
-        log.info("fetches wait for records at most %d ms", ms)
+        kafka_consumer._fetch_min_bytes = min_bytes
+        log.info("fetches wait at most %d ms for %d bytes", ms, min_bytes)
         return kafka_consumer
 
     thread._create_worker_consumer = create_worker_consumer

@@ -57,6 +57,7 @@ async def test_scores_events_and_dead_letters_bad_input(
         tmp_path,
         ENGAGEMENT_INGEST=ingest,
         ENGAGEMENT_FETCH_MAX_WAIT_MS="70",
+        ENGAGEMENT_FETCH_MIN_BYTES="2",
         ENGAGEMENT_EVENT_LOOP=loop,
     )
     s = settings_of(env)
@@ -85,7 +86,7 @@ async def test_scores_events_and_dead_letters_bad_input(
         wait_for(lambda: worker.metric("engagement_deadletter_total") == 4, 30, "metric", worker)
         assert worker.metric("engagement_ingest_path", path=ingest) == 1
         log = worker.log.read_text(errors="replace")
-        assert "fetches wait for records at most 70 ms" in log
+        assert "fetches wait at most 70 ms for 2 bytes" in log
         assert f"running on {loop}" in log
         assert "; scoring core compiled (8 modules)" in log
 

@@ -28,6 +28,7 @@ def test_defaults_load_and_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ENGAGEMENT_SCORING_CONFIG", "/no/such/file.toml"),
         ("ENGAGEMENT_BATCH_WITHIN_S", "soon"),
         ("ENGAGEMENT_EVENT_LOOP", "trio"),
+        ("ENGAGEMENT_FETCH_MIN_BYTES", "0"),
     ],
 )
 def test_a_bad_variable_is_named_in_the_error(

@@ -1,0 +1,57 @@
+"""The worker as `streams.cli worker` makes it: its logging, its Kafka fetch bounds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import faust
+import pytest
+
+from streams.cli import quiet_worker
+
+
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield root
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
+def test_debug_calls_of_the_libraries_build_no_records(root_logger: logging.Logger) -> None:
+    app = faust.App("test-quiet-worker", broker="memory://", store="memory://")
+    worker = quiet_worker(app, "warn")
+    root_logger.setLevel(logging.WARNING)
+    if not root_logger.handlers:
+        root_logger.addHandler(logging.NullHandler())
+    # What mode's worker calls once it has configured the root logger at ``loglevel``:
+    # Faust's own spinner would set the root logger to DEBUG here.
+    worker.on_setup_root_logger(root_logger, logging.WARNING)
+    assert root_logger.level == logging.WARNING
+    assert not logging.getLogger("aiokafka.consumer.fetcher").isEnabledFor(logging.DEBUG)
+    assert not logging.getLogger("mode.services").isEnabledFor(logging.DEBUG)
+
+
+def test_the_fetch_bounds_reach_the_kafka_consumer_faust_creates() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from streams.app import set_fetch_bounds
+
+    made: list[Any] = []
+
+    def create_worker_consumer(transport: Any) -> Any:
+        # Faust's driver hard-codes fetch_max_wait_ms=1500 and leaves fetch_min_bytes at 1.
+        consumer = SimpleNamespace(_fetch_max_wait_ms=1500, _fetch_min_bytes=1)
+        made.append(consumer)
+        return consumer
+
+    faust_consumer = SimpleNamespace(
+        _thread=SimpleNamespace(_create_worker_consumer=create_worker_consumer)
+    )
+    set_fetch_bounds(faust_consumer, 10, 65_536)
+    kafka_consumer = faust_consumer._thread._create_worker_consumer("transport")
+    assert made == [kafka_consumer]
+    assert (kafka_consumer._fetch_max_wait_ms, kafka_consumer._fetch_min_bytes) == (10, 65_536)
