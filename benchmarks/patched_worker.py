@@ -10,6 +10,11 @@ latency. The worker is otherwise `python -m streams.cli worker`, unchanged.
 With BENCH_PHASES_OUT=FILE it also times the steps of each batch (Scorer.process,
 StateStore.read/commit/delete_outbox, Publisher.publish, Runtime.finish) and writes the
 totals to FILE every second.
+
+With BENCH_TRACE_OUT=FILE it appends a JSON line per record key (the latency section's
+customers are one per alerting event) once its alert was delivered: the event's append
+stamp, when the batch reader got it, its batch's start and end, and its delivery round's
+start and end (where an alert's latency goes: BENCHMARKS.md).
 """
 
 from __future__ import annotations
