@@ -98,7 +98,6 @@ def _trace_alerts(out: str) -> None:
     from streams.delivery import AlertDelivery
 
     by_key: dict[bytes, dict[str, float]] = {}
-    lock = threading.Lock()
 
     put = BatchReader.put
 
@@ -144,12 +143,12 @@ def _trace_alerts(out: str) -> None:
     def dump() -> None:
         while True:
             time.sleep(1.0)
-            with lock:
-                done = {k: v for k, v in by_key.items() if "round_end" in v}
-                with open(out, "a") as handle:
-                    for k, v in done.items():
-                        handle.write(json.dumps({"key": k.decode(), **v}) + "\n")
-                        by_key.pop(k, None)
+            # list(): one call, so the event loop's thread cannot resize the dict under it
+            done = [(k, v) for k, v in list(by_key.items()) if "round_end" in v]
+            with open(out, "a") as handle:
+                for k, v in done:
+                    handle.write(json.dumps({"key": k.decode(), **v}) + "\n")
+                    by_key.pop(k, None)
 
     threading.Thread(target=dump, daemon=True).start()
 

@@ -38,6 +38,7 @@ COMPILED = (
     "codec",
     "features",
     "engine",
+    "shards",
 )
 BUILD_DIR = Path(".engagement/compiled")
 MANIFEST = Path("scoring/compiled.json")

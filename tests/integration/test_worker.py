@@ -88,7 +88,7 @@ async def test_scores_events_and_dead_letters_bad_input(
         log = worker.log.read_text(errors="replace")
         assert "fetches wait at most 70 ms for 2 bytes" in log
         assert f"running on {loop}" in log
-        assert "; scoring core compiled (8 modules)" in log
+        assert "; scoring core compiled (9 modules)" in log
 
     intervention = orjson.loads(alerts[0].value)
     assert intervention["kind"] == "detractor_feedback"

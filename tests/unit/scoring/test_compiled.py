@@ -20,6 +20,7 @@ import scoring.engine
 import scoring.features
 import scoring.schedule
 import scoring.scores
+import scoring.shards
 import scoring.stored
 import scoring.thresholds
 
@@ -31,6 +32,7 @@ COMPILED_BY_MAKE = {
     scoring.features,
     scoring.schedule,
     scoring.scores,
+    scoring.shards,
     scoring.stored,
     scoring.thresholds,
 }

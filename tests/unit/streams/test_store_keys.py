@@ -8,11 +8,13 @@ partitioner picks for its id, so producers keyed by customer id write to the own
 from __future__ import annotations
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
+from scoring.shards import murmur2
 from scoring.state import CustomerState
 from streams.intake import shard_of
 from streams.store import ShardKeys, ShardWrite, _commit_call
@@ -91,7 +93,13 @@ def test_different_shards_use_different_slots() -> None:
 
 @pytest.mark.parametrize(("key", "java"), sorted(KAFKA_MURMUR2_VECTORS.items()))
 def test_murmur2_matches_kafkas_java_client(key: bytes, java: int) -> None:
-    assert murmur2(key) & 0xFFFFFFFF == java & 0xFFFFFFFF
+    assert murmur2(key) == java & 0xFFFFFFFF
+    assert aiokafka_murmur2(key) & 0xFFFFFFFF == java & 0xFFFFFFFF
+
+
+@given(key=st.binary(max_size=80))
+def test_murmur2_is_aiokafkas(key: bytes) -> None:
+    assert murmur2(key) == aiokafka_murmur2(key) & 0xFFFFFFFF
 
 
 @pytest.mark.parametrize(("key", "java"), sorted(KAFKA_MURMUR2_VECTORS.items()))
