@@ -8,7 +8,7 @@ against the embedded broker, by the consumer's ``fetch_max_wait_ms``: 400 record
 consumer uses 1,500 ms (hard-coded in faust.transport.drivers.aiokafka).
 
 ``phases``: where a batch's time goes at 1,000 alert-raising events/s, with the fetch
-wait at 10 ms (benchmarks/patched_worker.py) and ENGAGEMENT_BATCH_WITHIN_S 0.005 and
+wait at 10 ms (ENGAGEMENT_FETCH_MAX_WAIT_MS) and ENGAGEMENT_BATCH_WITHIN_S 0.005 and
 0.05: mean wall time per call of Scorer.process, StateStore.read/commit/delete_outbox,
 Publisher.publish and Runtime.finish (BENCH_PHASES_OUT), with the latency percentiles.
 
@@ -190,7 +190,7 @@ def _phases(endpoints: Any, run_dir: Path) -> dict[str, Any]:
             name = f"phases{within.replace('.', '')}"
             timing = run_dir / f"{name}.json"
             env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall",
-                          ENGAGEMENT_BATCH_WITHIN_S=within, BENCH_FETCH_MAX_WAIT_MS="10",
+                          ENGAGEMENT_BATCH_WITHIN_S=within, ENGAGEMENT_FETCH_MAX_WAIT_MS="10",
                           BENCH_PHASES_OUT=str(timing))  # fmt: skip
             settings = sections.settings_of(env)
             asyncio.run(ensure_topics(settings))

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import faust
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from streams.app import set_fetch_bounds
 from streams.cli import quiet_worker
 
 
@@ -34,24 +36,16 @@ def test_debug_calls_of_the_libraries_build_no_records(root_logger: logging.Logg
     assert not logging.getLogger("mode.services").isEnabledFor(logging.DEBUG)
 
 
-def test_the_fetch_bounds_reach_the_kafka_consumer_faust_creates() -> None:
-    from types import SimpleNamespace
-    from typing import Any
-
-    from streams.app import set_fetch_bounds
-
-    made: list[Any] = []
-
-    def create_worker_consumer(transport: Any) -> Any:
-        # Faust's driver hard-codes fetch_max_wait_ms=1500 and leaves fetch_min_bytes at 1.
-        consumer = SimpleNamespace(_fetch_max_wait_ms=1500, _fetch_min_bytes=1)
-        made.append(consumer)
-        return consumer
-
-    faust_consumer = SimpleNamespace(
-        _thread=SimpleNamespace(_create_worker_consumer=create_worker_consumer)
-    )
-    set_fetch_bounds(faust_consumer, 10, 65_536)
-    kafka_consumer = faust_consumer._thread._create_worker_consumer("transport")
-    assert made == [kafka_consumer]
-    assert (kafka_consumer._fetch_max_wait_ms, kafka_consumer._fetch_min_bytes) == (10, 65_536)
+async def test_the_fetch_bounds_reach_the_kafka_consumer_faust_creates() -> None:
+    # Faust's own driver and aiokafka's consumer, built as the worker builds them (nothing
+    # connects before start): the driver hard-codes fetch_max_wait_ms=1500.
+    app = faust.App("test-fetch-bounds", broker="kafka://127.0.0.1:9", store="memory://")
+    app.finalize()
+    set_fetch_bounds(app.consumer, 10, 65_536)
+    kafka_consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert isinstance(kafka_consumer, AIOKafkaConsumer)
+        assert kafka_consumer._fetch_max_wait_ms == 10
+        assert kafka_consumer._fetch_min_bytes == 65_536
+    finally:
+        await kafka_consumer.stop()
