@@ -112,7 +112,12 @@ async def measure(
     from scoring.config import load_config
     from streams.intake import Decoder, Record
     from streams.processor import AlertTopics, Scorer
-    from streams.store import StateStore, connect_redis
+    from streams.store import StateStore
+
+    try:
+        from streams.redis_client import connect_redis
+    except ImportError:  # a tree from before streams/redis_client.py (--tree)
+        from streams.store import connect_redis  # type: ignore[attr-defined,no-redef]
 
     records = []
     ends: dict[tuple[str, int], int] = {}

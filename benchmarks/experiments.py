@@ -46,8 +46,9 @@ from benchmarks.workload import START, clones, customer_id, customer_states
 from scoring.config import load_config
 from scoring.state import CustomerState
 from streams.intake import shard_of
+from streams.redis_client import connect_redis
 from streams.services import embedded_services
-from streams.store import ShardKeys, connect_redis
+from streams.store import ShardKeys
 
 SHORT = {
     "eng": "e", "short": "s", "long": "l", "bad": "b",

@@ -39,8 +39,8 @@ from benchmarks import latency, report, sections, sweeps, workload
 from benchmarks.procs import REPO, Procs, machine_busy_seconds, own_seconds, service_pids
 from benchmarks.real_services import apache_services, kafka_version
 from scoring.config import load_config
+from streams.redis_client import connect_redis
 from streams.services import embedded_services
-from streams.store import connect_redis
 
 SECTIONS = ("throughput", "latency", "memory", "sweep")
 

@@ -23,10 +23,11 @@ from benchmarks.procs import (
 from benchmarks.workload import clones, customer_id, write_states
 from scoring.state import CustomerState
 from streams.intake import shard_of
+from streams.redis_client import connect_redis
 from streams.services import Endpoints
 from streams.settings import Settings
 from streams.simulator import SimEvent, publish
-from streams.store import StateStore, connect_redis
+from streams.store import StateStore
 from streams.topics import ensure_topics
 
 POLL_S = 0.1

@@ -221,8 +221,9 @@ async def run_naive(spec: dict[str, Any]) -> None:
     from scoring.state import CustomerState
     from streams.intake import Decoder, shard_of
     from streams.processor import AlertTopics, Scorer
+    from streams.redis_client import redis_of
     from streams.settings import load_settings
-    from streams.store import StateStore, redis_of
+    from streams.store import StateStore
 
     settings = load_settings()
     config = load_config(settings.scoring_config)
@@ -320,8 +321,9 @@ async def run_sweep(spec: dict[str, Any]) -> None:
     from scoring.config import load_config
     from streams.intake import Decoder
     from streams.processor import AlertTopics, Scorer
+    from streams.redis_client import redis_of
     from streams.settings import load_settings
-    from streams.store import StateStore, redis_of
+    from streams.store import StateStore
 
     settings = load_settings()
     config = load_config(settings.scoring_config)

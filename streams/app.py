@@ -32,8 +32,9 @@ from streams.positions import (
 )
 from streams.processor import BatchOutcome, Scorer
 from streams.publisher import Publisher
+from streams.redis_client import redis_of
 from streams.settings import Settings
-from streams.store import OutboxEntry, redis_of
+from streams.store import OutboxEntry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,7 +147,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         stream_wait_empty=False,
     )
     client = redis_of(settings)
-    store = GuardedStore(client, settings.namespace)
+    store = GuardedStore(client, settings.namespace, per_shard_calls=settings.redis_per_shard_calls)
     scorer = Scorer.for_settings(settings, store, config, aligned_topics)
     publisher = Publisher.for_settings(settings)
     positions = Positions(store, settings.partitions)

@@ -211,8 +211,9 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
     from streams.intake import shard_of
     from streams.modelfit import scoring_config
+    from streams.redis_client import redis_of
     from streams.report import customer_report, format_report
-    from streams.store import StateStore, redis_of
+    from streams.store import StateStore
 
     client = redis_of(settings)
     try:
@@ -235,7 +236,7 @@ async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
 
 async def _kpis(settings: Settings, window_days: int, as_json: bool) -> int:
     from streams.kpis import KpiSource, format_report
-    from streams.store import redis_of
+    from streams.redis_client import redis_of
 
     client = redis_of(settings)
     source = KpiSource(client, settings.namespace, settings.partitions, settings.clock)

@@ -246,8 +246,8 @@ def install_repositioning(
 class GuardedStore(StateStore):
     """A state store that notices Redis going back in time under this worker."""
 
-    def __init__(self, client: Any, namespace: str) -> None:
-        super().__init__(client, namespace)
+    def __init__(self, client: Any, namespace: str, *, per_shard_calls: bool = False) -> None:
+        super().__init__(client, namespace, per_shard_calls=per_shard_calls)
         # shard -> applied offset field -> the lowest offset Redis must hold there: the
         # highest this worker committed, or resumed after on assignment
         self.committed_here: dict[int, dict[str, int]] = {}

@@ -36,6 +36,7 @@ from streams.intake import SOURCE_TOPIC_HEADER, Record
 from streams.modelfit import load_params
 from streams.processor import BatchOutcome, Scorer
 from streams.publisher import Publisher
+from streams.redis_client import redis_of
 from streams.replay_report import (
     UNREADABLE,
     AlertKind,
@@ -47,7 +48,7 @@ from streams.replay_report import (
     format_table,
 )
 from streams.settings import ENV_PREFIX, NAMESPACE_PATTERN, Settings, SettingsError
-from streams.store import OutboxEntry, StateStore, redis_of
+from streams.store import OutboxEntry, StateStore
 
 
 class ReplayRefused(ValueError):
@@ -261,7 +262,7 @@ async def _rescore(
 ) -> None:
     local_rerouted = f"{settings.topic_rerouted}.replay"
     aligned = {t for t in settings.input_topics if counts[t] == settings.partitions}
-    store = StateStore(client, options.namespace)
+    store = StateStore(client, options.namespace, per_shard_calls=settings.redis_per_shard_calls)
     scorer = Scorer.for_settings(
         settings, store, config, aligned, clock="event", rerouted_topic=local_rerouted
     )

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     # A Redis Cluster: every key of a shard shares one hash slot, so this is all it takes.
     redis_cluster: bool = False
+    # A batch's reads and commit as calls touching one shard each, instead of one script
+    # call each: for a Redis behind a proxy that routes every call by its keys' slot (a
+    # cluster client always does this).
+    redis_per_shard_calls: bool = False
     # Redis keys are prefixed with the namespace; a replay writes into its own one.
     namespace: str = Field(default="eng", pattern=NAMESPACE_PATTERN)
     clock: Literal["wall", "event"] = "wall"

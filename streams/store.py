@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -26,27 +26,14 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.typing import EncodableT
 
 from scoring.state import CustomerState
-from streams.settings import Settings
+
+# One call of commit_shard.lua, or one shard's part of it: (keys, arguments).
+Call = tuple[list[str], list[bytes | str]]
 
 _COMMIT_LUA = resources.files("streams").joinpath("commit_shard.lua").read_text("utf-8")
-
-
-def _hiredis_packer() -> Callable[..., bytes] | None:
-    try:
-        import hiredis
-    except ImportError:  # an optional speed-up of redis-py (redis[hiredis] installs it)
-        return None
-    pack: Callable[..., bytes] = hiredis.pack_command
-    return pack
-
-
-_hiredis_pack = _hiredis_packer()
+_READ_LUA = resources.files("streams").joinpath("read_shards.lua").read_text("utf-8")
 
 
 def offset_field(topic: str, partition: int) -> str:
@@ -146,71 +133,27 @@ class Conflict(Exception):
 _LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def connect_redis(url: str, *, cluster: bool = False, timeout_s: float = 5.0) -> Any:
-    """A Redis client (a cluster client when ``cluster``) that fails fast: one quick
-    reconnect inside redis-py; longer outages are retried by the scorer, which backs off,
-    counts them in a metric and acknowledges nothing meanwhile."""
-    options: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "retry": Retry(ExponentialBackoff(cap=0.2), 1),
-    }
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    client = aioredis.from_url(url, **options)
-    pool = client.connection_pool
-    kwargs = pool.connection_kwargs
-    if (
-        _hiredis_pack is not None
-        and issubclass(pool.connection_class, AbstractConnection)
-        # hiredis encodes text as redis-py does by default only
-        and kwargs.get("encoding", "utf-8") == "utf-8"
-        and kwargs.get("encoding_errors", "strict") == "strict"
-    ):
-        pool.connection_class = type(
-            pool.connection_class.__name__, (_HiredisPacking, pool.connection_class), {}
-        )
-    return client
-
-
-class _HiredisPacking(AbstractConnection):
-    """Commands packed by hiredis' C packer, as redis-py's sync client does when hiredis
-    is installed; its asyncio client packs in Python (redis-py issue #4176), about 1 us
-    an argument: a batch's commit scripts have hundreds. The bytes are the same; what
-    hiredis refuses (None, bool, memoryview) goes to redis-py's packer and its errors."""
-
-    def pack_command(self, *args: EncodableT) -> list[bytes]:
-        head = args[0]
-        if _hiredis_pack is not None and isinstance(head, str | bytes):
-            # the command name split as redis-py's packer splits it ("CONFIG GET")
-            if isinstance(head, str):
-                command = (*head.encode().split(), *args[1:])
-            else:
-                command = (*head.split(), *args[1:]) if b" " in head else args
-            try:
-                return [_hiredis_pack(command)]
-            except (TypeError, UnicodeEncodeError):
-                pass
-        return super().pack_command(*args)
-
-
-def redis_of(settings: Settings) -> Any:
-    """The Redis client ENGAGEMENT_REDIS_URL, _REDIS_CLUSTER and _REDIS_TIMEOUT_S describe."""
-    return connect_redis(
-        settings.redis_url.get_secret_value(),
-        cluster=settings.redis_cluster,
-        timeout_s=settings.redis_timeout_s,
-    )
-
-
 class StateStore:
-    def __init__(self, client: aioredis.Redis | RedisCluster, namespace: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        namespace: str,
+        *,
+        per_shard_calls: bool = False,
+    ) -> None:
         self.client = client
         self.namespace = namespace
         # A cluster pipeline refuses MGET even within one slot; per-key GETs in the same
         # pipeline cost more commands but no more round trips.
         self._cluster = isinstance(client, RedisCluster)
+        # On a standalone Redis a batch's shards are read by one script call and committed
+        # by one: each command and reply of a pipeline costs the worker tens of us (redis-py
+        # parses each under its own timeout), which at a few events per shard was a fifth
+        # of the batch's CPU (BENCHMARKS.md). On a cluster (or through a proxy that routes
+        # by key) a call must stay within one hash slot: calls per shard there.
+        self.per_shard_calls = per_shard_calls or self._cluster
         self._commit_sha = hashlib.sha1(_COMMIT_LUA.encode()).hexdigest()
+        self._read_sha = hashlib.sha1(_READ_LUA.encode()).hexdigest()
 
     def keys(self, shard: int) -> ShardKeys:
         return ShardKeys(self.namespace, shard)
@@ -228,6 +171,8 @@ class StateStore:
     ) -> dict[int, tuple[ShardView, dict[str, bytes]]]:
         """Meta of every shard in ``wanted`` (views without customers) and its customers'
         states as stored (scoring/codec.py), not decoded: one round trip."""
+        if not self.per_shard_calls:
+            return await self._read_by_script(wanted)
         pipe = self.client.pipeline(transaction=False)
         order: list[tuple[int, list[str]]] = []
         for shard, customer_ids in wanted.items():
@@ -252,22 +197,45 @@ class StateStore:
             out[shard] = (_view(shard, meta), stored)
         return out
 
+    async def _read_by_script(
+        self, wanted: Mapping[int, Sequence[str]]
+    ) -> dict[int, tuple[ShardView, dict[str, bytes]]]:
+        shards = list(wanted)
+        if not shards:
+            return {}
+        ids = [(s, c) for s, customer_ids in wanted.items() for c in customer_ids]
+        keys = [self.keys(s).meta for s in shards]
+        keys += [self.keys(s).customer(c) for s, c in ids]
+        try:
+            reply = await self.client.evalsha(self._read_sha, len(keys), *keys, len(shards))
+        except redis.exceptions.NoScriptError:
+            await self.client.script_load(_READ_LUA)
+            reply = await self.client.evalsha(self._read_sha, len(keys), *keys, len(shards))
+        out: dict[int, tuple[ShardView, dict[str, bytes]]] = {}
+        for shard, flat in zip(shards, reply[:-1], strict=True):
+            meta = dict(zip(flat[::2], flat[1::2], strict=True))
+            out[shard] = (_view(shard, meta), {})
+        for (shard, c), blob in zip(ids, reply[-1], strict=True):
+            if blob is not None:
+                out[shard][1][c] = blob
+        return out
+
     async def commit(self, writes: Sequence[ShardWrite]) -> dict[int, list[str] | None]:
         """Apply each shard's write atomically, all in one round trip.
 
         Returns, per shard, the outbox ids of the alerts it appended, or ``None`` when the
         shard changed since it was read, or its node did not answer (re-read and re-do).
         """
-        calls = [_commit_call(self.keys(w.shard), w) for w in writes]
-        replies = await self._evalsha_all(calls)
+        parts = [_commit_call(self.keys(w.shard), w) for w in writes]
+        replies = await self._run_parts(parts)
         missing = [
             i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)
         ]
         if missing:
             # A restarted Redis (or a new cluster node) has no scripts: load it and send
-            # again only the calls it refused; the others ran.
+            # again only the parts it refused; the others ran.
             await self.client.script_load(_COMMIT_LUA)
-            again = await self._evalsha_all([calls[i] for i in missing])
+            again = await self._run_parts([parts[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         result: dict[int, list[str] | None] = {}
@@ -282,7 +250,20 @@ class StateStore:
             result[w.shard] = [_text(x) for x in reply[2:]] if ok else None
         return result
 
-    async def _evalsha_all(self, calls: Sequence[tuple[list[str], list[bytes | str]]]) -> list[Any]:
+    async def _run_parts(self, parts: Sequence[Call]) -> list[Any]:
+        """Each part's reply, or the error its call raised (not raised here)."""
+        if not parts:
+            return []
+        calls = [[p] for p in parts] if self.per_shard_calls else [list(parts)]
+        replies = await self._evalsha_all([_script_call(c) for c in calls])
+        return [
+            part_reply
+            for call, reply in zip(calls, replies, strict=True)
+            # an error stands for every part of its call
+            for part_reply in ([reply] * len(call) if isinstance(reply, BaseException) else reply)
+        ]
+
+    async def _evalsha_all(self, calls: Sequence[Call]) -> list[Any]:
         """Each call's reply, or the error it raised (not raised here)."""
         # EVALSHA directly rather than redis-py's Script objects, which send a SCRIPT
         # EXISTS round trip before every pipeline. A cluster pipeline refuses EVALSHA: there
@@ -356,7 +337,18 @@ def _view(shard: int, meta: dict[bytes, bytes]) -> ShardView:
     )
 
 
-def _commit_call(keys: ShardKeys, w: ShardWrite) -> tuple[list[str], list[bytes | str]]:
+def _script_call(parts: Sequence[Call]) -> Call:
+    """One call of commit_shard.lua applying the given shards' parts."""
+    keys: list[str] = []
+    args: list[bytes | str] = [str(len(parts))]
+    for part_keys, part_args in parts:
+        keys.extend(part_keys)
+        args.extend((str(len(part_keys)), str(len(part_args))))
+        args.extend(part_args)
+    return keys, args
+
+
+def _commit_call(keys: ShardKeys, w: ShardWrite) -> Call:
     customer_ids = [*w.states, *w.settled]
     args: list[bytes | str] = [w.expected_epoch, str(len(w.marks))]
     for name, mark in w.marks.items():

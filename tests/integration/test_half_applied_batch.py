@@ -1,7 +1,9 @@
 """kill -9 of a worker between the commits of two shards of one batch.
 
-A batch spanning shards is committed by one script call per shard, pipelined: a crash can
-leave one shard's part applied and the other's not. A proxy in front of Redis
+Where a batch spanning shards is committed by one script call per shard, pipelined (on a
+Redis Cluster, or with ENGAGEMENT_REDIS_PER_SHARD_CALLS behind a proxy; a standalone Redis
+gets one call for the whole batch), a crash can leave one shard's part applied and the
+other's not. A proxy in front of Redis
 (resp_proxy.py) lets the first shard's commit of such a pipeline through and holds the
 second, and the worker is killed there. The next worker, straight on Redis, must finish the
 batch: every customer ends as the offline truth says (each event counted once), and every
@@ -183,7 +185,8 @@ async def _assert_half_applied(
     and nothing of the held one (its epoch as the batch read it, its offsets below)."""
     for commit, ran in ((applied, True), (held, False)):
         meta = await client.hgetall(_shard_meta_key(commit))
-        read_epoch = int(commit[3 + int(commit[2])])  # ARGV[1]: the epoch the batch read
+        # ARGV: 1 part, its key and argument counts, then the epoch the batch read
+        read_epoch = int(commit[3 + int(commit[2]) + 3])
         assert int(meta.get(b"epoch", b"0")) == read_epoch + (1 if ran else 0), (commit[3], ran)
         for name, offset in _offsets(commit, field_prefix).items():
             stored = int(meta.get(name, b"-1"))
@@ -251,7 +254,11 @@ async def test_a_worker_killed_between_two_shard_commits_of_a_batch_loses_and_do
 ) -> None:
     config = load_config(None)
     env = worker_env(
-        endpoints, test_token, tmp_path, ENGAGEMENT_BATCH_MAX_EVENTS=str(BATCH_MAX_EVENTS)
+        endpoints,
+        test_token,
+        tmp_path,
+        ENGAGEMENT_BATCH_MAX_EVENTS=str(BATCH_MAX_EVENTS),
+        ENGAGEMENT_REDIS_PER_SHARD_CALLS="true",
     )
     s = settings_of(env)
     messages = _workload(s)

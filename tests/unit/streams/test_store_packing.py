@@ -1,4 +1,4 @@
-"""Commands packed by hiredis (streams.store._HiredisPacking) are the bytes redis-py's own
+"""Commands packed by hiredis (streams.redis_client._HiredisPacking) are the bytes redis-py's own
 asyncio packer makes, and what that packer refuses it still refuses with its own error."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from redis.asyncio.connection import (
 )
 from redis.exceptions import DataError
 
-from streams import store
-from streams.store import _HiredisPacking, connect_redis
+from streams import redis_client
+from streams.redis_client import _HiredisPacking, connect_redis
 
 
 class _Packed(_HiredisPacking, Connection):
@@ -55,7 +55,7 @@ def test_a_commit_call_is_packed_by_hiredis(monkeypatch: pytest.MonkeyPatch) -> 
         packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]  # its stub says a 1-tuple
         return packed
 
-    monkeypatch.setattr(store, "_hiredis_pack", spy)
+    monkeypatch.setattr(redis_client, "_hiredis_pack", spy)
     args = ["EVALSHA", "0" * 40, "5", "eng:{s1}:meta", "eng:{s1}:c:é", "7", "", b"\x00\r\n"]
     assert packed_bytes(*args) == python_bytes(*args)
     assert packs == [(b"EVALSHA", *args[1:])]
