@@ -10,8 +10,8 @@ Key layout (``{ns}`` is the namespace, ``s`` the shard, i.e. the owner partition
                              (see streams/kpis.py), changed by the same commit
     {ns}:{s<s>}:c:<customer> string: the customer's state (scoring/codec.py)
 
-The ``{s<s>}`` hash tag puts a shard's keys in one Redis Cluster slot, so the commit
-script, which touches only one shard, runs on a cluster too.
+The ``{s<s>}`` hash tag puts a shard's keys in one Redis Cluster slot, so each part of the
+commit script, which touches only one shard, runs on a cluster too, one call per shard.
 """
 
 from __future__ import annotations
@@ -148,9 +148,9 @@ class StateStore:
         self._cluster = isinstance(client, RedisCluster)
         # On a standalone Redis a batch's shards are read by one script call and committed
         # by one: each command and reply of a pipeline costs the worker tens of us (redis-py
-        # parses each under its own timeout), which at a few events per shard was a fifth
-        # of the batch's CPU (BENCHMARKS.md). On a cluster (or through a proxy that routes
-        # by key) a call must stay within one hash slot: calls per shard there.
+        # parses each under its own timeout), about a sixth of a batch's CPU at a few events
+        # per shard (BENCHMARKS.md). On a cluster (or through a proxy that routes by key) a
+        # call must stay within one hash slot: calls per shard there.
         self.per_shard_calls = per_shard_calls or self._cluster
         self._commit_sha = hashlib.sha1(_COMMIT_LUA.encode()).hexdigest()
         self._read_sha = hashlib.sha1(_READ_LUA.encode()).hexdigest()
