@@ -1,6 +1,7 @@
 """What-if measurements behind the proposals in BENCHMARKS.md (not part of benchmarks.run):
 
-    python -m benchmarks.experiments [memory] [fetch] [--customers 100000] [--out FILE]
+    python -m benchmarks.experiments [memory] [fetch] [fetches] [phases] [--customers 100000]
+        [--services embedded|apache] [--out FILE]
 
 ``fetch``: how long a record waits for a plain aiokafka consumer (no Faust, no scorer)
 against the embedded broker, by the consumer's ``fetch_max_wait_ms``: 400 records at
@@ -11,6 +12,9 @@ consumer uses 1,500 ms (hard-coded in faust.transport.drivers.aiokafka).
 wait at 10 ms (ENGAGEMENT_FETCH_MAX_WAIT_MS) and ENGAGEMENT_BATCH_WITHIN_S 0.005 and
 0.05: mean wall time per call of Scorer.process, StateStore.read/commit/delete_outbox,
 Publisher.publish and Runtime.finish (BENCH_PHASES_OUT), with the latency percentiles.
+
+``fetches``: what a light input costs a plain aiokafka consumer in fetches, by the
+partitions it is assigned and its fetch bounds (benchmarks/fetches.py).
 
 ``memory``: the customers of the memory benchmark (the same state templates, cloned),
 written the way the commit script writes them (SET of the state + ZADD to the shard's due
@@ -41,6 +45,8 @@ from typing import Any
 
 import orjson
 
+from benchmarks.fetches import fetch_costs
+from benchmarks.real_services import apache_services
 from benchmarks.sections import _used_memory, flushdb
 from benchmarks.workload import START, clones, customer_id, customer_states
 from scoring.config import load_config
@@ -218,21 +224,32 @@ def _phases(endpoints: Any, run_dir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments", description=__doc__)
-    parser.add_argument("which", nargs="*", help="fetch, phases, memory (default: all)")
+    parser.add_argument("which", nargs="*", help="fetch, fetches, phases, memory (default: all)")
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--services",
+        choices=("embedded", "apache"),
+        default="embedded",
+        help="the embedded pair (Tansu + Valkey) or Apache Kafka + Redis",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    known = {"fetch", "phases", "memory"}
+    known = {"fetch", "fetches", "phases", "memory"}
     which = set(args.which) or known
     if which - known:
         parser.error(f"unknown experiments: {', '.join(sorted(which - known))}")
     results: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="engagement-exp-") as tmp,
-        embedded_services(Path(tmp)) as endpoints,
+        (apache_services if args.services == "apache" else embedded_services)(
+            Path(tmp)
+        ) as endpoints,
     ):
+        results["services"] = args.services
         if "fetch" in which:
             results["fetch"] = asyncio.run(_fetch_latency(endpoints.kafka_bootstrap))
+        if "fetches" in which:
+            results["fetches"] = asyncio.run(fetch_costs(endpoints.kafka_bootstrap))
         if "phases" in which:
             results["phases"] = _phases(endpoints, Path(tmp))
         if "memory" in which:

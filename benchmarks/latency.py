@@ -181,6 +181,8 @@ def _cpu_of(worker: Proc | None) -> float:
 
 
 _GATHER_10MS = {"ENGAGEMENT_FETCH_MIN_BYTES": "1000000", "ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"}
+_NO_GATHERING = {"ENGAGEMENT_FETCH_GATHER_MS": "0"}
+_AIOKAFKA_FETCHING = {**_NO_GATHERING, "ENGAGEMENT_FETCH_SESSIONS": "false"}
 
 # name -> (worker module, extra environment, one event in how many alerts): the scorer
 # as shipped, with its settings changed where named.
@@ -198,6 +200,12 @@ LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str], int]] = {
     # fetches, less CPU per event, up to 10 ms more per event.
     "gather_10ms": ("streams.cli worker", _GATHER_10MS, 1),
     "gather_10ms_one_in_ten_alerts": ("streams.cli worker", _GATHER_10MS, 10),
+    # Fetches answered at their first record, even while records keep coming.
+    "without_fetch_gathering": ("streams.cli worker", _NO_GATHERING, 1),
+    # As aiokafka fetches: every fetch names every partition, and none gathers
+    # (streams/fetching.py).
+    "aiokafka_fetching": ("streams.cli worker", _AIOKAFKA_FETCHING, 1),
+    "aiokafka_fetching_one_in_ten_alerts": ("streams.cli worker", _AIOKAFKA_FETCHING, 10),
 }
 # Returning customers of the page views between alerts.
 _RETURNING = 5_000

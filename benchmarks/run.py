@@ -83,6 +83,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     parser.add_argument(
+        "--latency-variants",
+        help="comma-separated latency variants to run instead of the plan's, from "
+        f"{','.join(latency.LATENCY_VARIANTS)}",
+    )
+    parser.add_argument(
         "--services",
         choices=("embedded", "apache"),
         default="embedded",
@@ -135,6 +140,12 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
     plan = sections.Plan.smoke_plan() if args.smoke else sections.Plan.full()
     if args.repeats:
         plan = replace(plan, repeats=args.repeats)
+    if args.latency_variants:
+        variants = tuple(v.strip() for v in args.latency_variants.split(","))
+        unknown_variants = set(variants) - set(latency.LATENCY_VARIANTS)
+        if unknown_variants:
+            raise SystemExit(f"unknown latency variants: {', '.join(sorted(unknown_variants))}")
+        plan = replace(plan, latency_variants=variants)
     wanted = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
     unknown = set(wanted) - set(SECTIONS)
     if unknown:

@@ -20,6 +20,7 @@ from streams import metrics
 from streams.acks import InOrderAcks
 from streams.batches import BatchReader, drain_is_known
 from streams.delivery import AlertDelivery
+from streams.fetching import FetchPolicy, set_fetching
 from streams.intake import Record
 from streams.kpis import GAUGE_REFRESH_S, KpiSource
 from streams.positions import (
@@ -219,7 +220,8 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         partitions=settings.partitions,
     )
 
-    set_fetch_bounds(app.consumer, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
+    policy = FetchPolicy(sessions=settings.fetch_sessions, gather_ms=settings.fetch_gather_ms)
+    set_fetching(app.consumer, settings.fetch_max_wait_ms, settings.fetch_min_bytes, policy)
     _read_inputs(rt, inputs)
 
     async def name_runtime() -> None:
@@ -307,23 +309,6 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         return web.json(report)
 
     return rt
-
-
-def set_fetch_bounds(consumer: Any, ms: int, min_bytes: int) -> None:
-    """faust.transport.drivers.aiokafka creates its aiokafka consumer with a hard-coded
-    ``fetch_max_wait_ms=1500`` and aiokafka's ``fetch_min_bytes=1``; set ours on the
-    consumer it creates, before it starts (aiokafka hands them to its fetcher on start)."""
-    thread = consumer._thread
-    create = thread._create_worker_consumer
-
-    def create_worker_consumer(transport: Any) -> Any:
-        kafka_consumer = create(transport)
-        kafka_consumer._fetch_max_wait_ms = ms
-        kafka_consumer._fetch_min_bytes = min_bytes
-        log.info("fetches wait at most %d ms for %d bytes", ms, min_bytes)
-        return kafka_consumer
-
-    thread._create_worker_consumer = create_worker_consumer
 
 
 def _read_inputs(rt: Runtime, inputs: Any) -> None:

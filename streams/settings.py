@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     # record. More trades latency for CPU when input is light: fewer, larger fetches
     # (BENCHMARKS.md: 15 % less worker CPU per event at 1,000 events/s with 1 MB and 10 ms).
     fetch_min_bytes: int = Field(default=1, ge=1)
+    # Fetch in incremental sessions (KIP-227): each fetch names, and each reply carries,
+    # only the partitions with something new, instead of all of them (streams/fetching.py).
+    fetch_sessions: bool = True
+    # While fetches keep returning records, each gathers for up to this long (fewer, larger
+    # fetches when input is light); a fetch that came back empty waits for the first record
+    # instead (fetch_min_bytes, fetch_max_wait_ms), so an idle worker fetches rarely.
+    # 0: never gather. BENCHMARKS.md: CPU per event and latency at 1,000 events/s.
+    fetch_gather_ms: int = Field(default=10, ge=0, le=60_000)
     # uvloop's event loop does the same work in less CPU than asyncio's (a third of the
     # worker's time is the loop's own: BENCHMARKS.md); asyncio stays for debugging.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

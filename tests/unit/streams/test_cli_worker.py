@@ -9,8 +9,8 @@ import faust
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.app import set_fetch_bounds
 from streams.cli import quiet_worker
+from streams.fetching import FetchPolicy, set_fetching
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ async def test_the_fetch_bounds_reach_the_kafka_consumer_faust_creates() -> None
     # connects before start): the driver hard-codes fetch_max_wait_ms=1500.
     app = faust.App("test-fetch-bounds", broker="kafka://127.0.0.1:9", store="memory://")
     app.finalize()
-    set_fetch_bounds(app.consumer, 10, 65_536)
+    set_fetching(app.consumer, 10, 65_536, FetchPolicy(sessions=False))
     kafka_consumer = app.consumer._thread._create_worker_consumer(app.transport)
     try:
         assert isinstance(kafka_consumer, AIOKafkaConsumer)

@@ -1,0 +1,126 @@
+"""A consumer fetching as the worker does (streams/fetching.py: incremental sessions, and
+gathering while records keep coming) against a real broker:
+every record once and in order, through rounds of fetches, a seek back, and a partition
+paused and resumed (it leaves the session and joins it again). Apache Kafka grants
+sessions; the embedded broker (Tansu) is read in full fetches, as before."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+
+from streams import fetching
+from streams.fetching import FetchPolicy
+from streams.services import Endpoints
+from tests.integration.worker_harness import produce
+
+PARTITIONS = 4
+
+
+async def _read(
+    consumer: AIOKafkaConsumer, n: int, seen: list[tuple[TopicPartition, int, bytes]]
+) -> None:
+    async with asyncio.timeout(30):
+        target = len(seen) + n
+        while len(seen) < target:
+            batches = await consumer.getmany(timeout_ms=200)
+            if batches:
+                # the reply that brought them is the last one (no fetch while they wait):
+                # the next fetch gathers
+                (node,) = consumer._fetcher._client.nodes.values()
+                assert node.records_came
+            seen.extend((tp, r.offset, r.value or b"") for tp, rs in batches.items() for r in rs)
+    # nothing more comes (no record twice)
+    batches = await consumer.getmany(timeout_ms=300)
+    seen.extend((tp, r.offset, r.value or b"") for tp, rs in batches.items() for r in rs)
+
+
+def _values(seen: list[tuple[TopicPartition, int, bytes]], tp: TopicPartition) -> list[bytes]:
+    return [v for t, _, v in seen if t == tp]
+
+
+@pytest.mark.timeout(120)
+async def test_every_record_once_in_order_through_seeks_and_pauses(
+    endpoints: Endpoints, test_token: str
+) -> None:
+    bootstrap = endpoints.kafka_bootstrap
+    topics = [f"{test_token}-a", f"{test_token}-b"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    # the worker's policy: sessions, and fetches gathering while records keep coming
+    assert fetching.use(consumer, FetchPolicy(gather_ms=20))
+    await consumer.start()
+    seen: list[tuple[TopicPartition, int, bytes]] = []
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        sent: dict[TopicPartition, list[bytes]] = {tp: [] for tp in tps}
+
+        def round_of(r: int, only: list[TopicPartition]) -> list[tuple[str, None, bytes, int]]:
+            for tp in only:
+                sent[tp].append(f"{tp.topic}/{tp.partition}/{r}".encode())
+            return [(tp.topic, None, sent[tp][-1], tp.partition) for tp in only]
+
+        # Rounds of records, each to some partitions only: most fetches find most
+        # partitions with nothing new.
+        for r in range(6):
+            only = tps[r % 3 :: 3]
+            await produce(bootstrap, round_of(r, only))
+            await _read(consumer, len(only), seen)
+
+        # A seek back: the partition's fetch offset moves backwards within the session.
+        first = tps[0]
+        before = _values(seen, first)
+        consumer.seek(first, 0)
+        await _read(consumer, len(before), seen)
+        assert _values(seen, first) == before + before
+
+        # A paused partition leaves the session; resumed, it is read from its position.
+        paused = tps[1]
+        consumer.pause(paused)
+        await produce(bootstrap, round_of(6, [paused, tps[2]]))
+        await _read(consumer, 1, seen)
+        assert seen[-1][0] == tps[2]
+        consumer.resume(paused)
+        await _read(consumer, 1, seen)
+        assert seen[-1][0] == paused
+
+        for tp in tps:
+            offsets = [o for t, o, _ in seen if t == tp]
+            values = _values(seen, tp)
+            if tp == first:
+                offsets, values = offsets[: len(before)], values[: len(before)]
+            assert offsets == list(range(len(offsets))), tp
+            assert values == sent[tp], tp
+
+        # Partitions a reply leaves out were polled too: Faust reads their poll time to
+        # tell a stalled fetcher from a quiet partition.
+        mark = int(1000 * time.time())
+        assert not await consumer.getmany(timeout_ms=500)
+        assignment = consumer._fetcher._subscriptions.subscription.assignment
+        assert all(assignment.state_value(tp).timestamp >= mark for tp in tps)
+
+        client = consumer._fetcher._client
+        assert isinstance(client, fetching.PolicyClient)
+        (node,) = client.nodes.values()
+        assert not node.records_came  # the last fetches found nothing: no gathering now
+        if os.environ.get("ENGAGEMENT_TEST_KAFKA_BOOTSTRAP"):  # Apache Kafka: incremental
+            assert node.session.id != 0 and node.session.epoch > 5
+            assert set(node.session.offsets) == set(tps)
+    finally:
+        await consumer.stop()
