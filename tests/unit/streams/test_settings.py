@@ -29,6 +29,8 @@ def test_defaults_load_and_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ENGAGEMENT_BATCH_WITHIN_S", "soon"),
         ("ENGAGEMENT_EVENT_LOOP", "trio"),
         ("ENGAGEMENT_FETCH_MIN_BYTES", "0"),
+        ("ENGAGEMENT_FETCH_GATHER_MS", "-1"),
+        ("ENGAGEMENT_FETCH_SESSIONS", "sometimes"),
     ],
 )
 def test_a_bad_variable_is_named_in_the_error(
