@@ -168,6 +168,15 @@ async def _case(
     }
 
 
+async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in names])
+    finally:
+        await admin.close()
+
+
 async def fetch_costs(
     bootstrap: str, repeats: int = 2, rate: int = RATE, seconds: float = SECONDS
 ) -> dict[str, list[dict[str, Any]]]:
@@ -175,12 +184,7 @@ async def fetch_costs(
     (no events) for as long."""
     token = uuid.uuid4().hex[:6]
     topics = [f"fetches-{token}-{i}" for i in range(4)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, topics, PARTITIONS)
     out: dict[str, list[dict[str, Any]]] = {}
     for _ in range(repeats):
         for r in (rate, 0):

@@ -12,9 +12,9 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
+from benchmarks.fetches import create_topics
 from streams import fetching
 from streams.fetching import FetchPolicy
 from streams.services import Endpoints
@@ -51,12 +51,7 @@ async def test_every_record_once_in_order_through_seeks_and_pauses(
 ) -> None:
     bootstrap = endpoints.kafka_bootstrap
     topics = [f"{test_token}-a", f"{test_token}-b"]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, topics, PARTITIONS)
     tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100

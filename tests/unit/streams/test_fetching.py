@@ -117,6 +117,10 @@ def test_fetches_gather_only_while_records_keep_coming() -> None:
     busy = _sent(node.request(policy, _fetch({("a", 0): 1})))
     assert (busy.max_wait_time, busy.min_bytes) == (10, 1_000_000)
 
+    short = _fetch({("a", 0): 1})
+    short._max_wait_ms = 5  # a consumer that never waits longer than 5 ms
+    assert node.request(policy, short)._max_wait_ms == 5
+
     never = node.request(FetchPolicy(sessions=False, gather_ms=0), _fetch({("a", 0): 1}))
     assert type(never) is FetchRequest
     assert (never._max_wait_ms, never._min_bytes) == (100, 1)
