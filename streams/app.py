@@ -18,6 +18,7 @@ from scoring import COMPILED
 from scoring.config import ScoringConfig
 from streams import metrics
 from streams.acks import InOrderAcks
+from streams.assignment import MissingTopicsWatch, check_worker_consumer
 from streams.batches import BatchReader, drain_is_known
 from streams.delivery import AlertDelivery
 from streams.fetching import FetchPolicy, set_fetching
@@ -211,6 +212,13 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         )
 
     app.on_partitions_assigned.connect(reposition_from_redis)
+
+    missing_inputs = MissingTopicsWatch(input_names)
+
+    async def look_up_missing_inputs() -> None:
+        await check_worker_consumer(missing_inputs, app.consumer)
+
+    app.timer(MissingTopicsWatch.interval_s)(look_up_missing_inputs)
 
     inputs = app.topic(
         *settings.input_topics,

@@ -16,6 +16,10 @@ out of a fetch (its fetched records not yet consumed, or paused) leaves the sess
 joins it again at its position later, as in the Java client. A broker that grants no
 session (session id 0; Tansu) gets full fetches, as before. A session error, a failed
 request or one cancelled (its reply unknown) ends the session: the next fetch is full.
+So does a fetched partition whose end offset (high watermark) aiokafka does not know after
+a reply, e.g. when aiokafka dropped its answer because the partition was moved while the
+fetch was out: the broker, which does know it, would name the partition again only with new
+records, and the event clock waits on a partition whose end is unknown.
 
 Gathering: a fetch answered at its first record brings two or three records when input is
 light, and each fetch costs the consumer ~0.6-1 ms of CPU whatever it brings. So while
@@ -265,14 +269,25 @@ def install() -> bool:
 
     async def _proc_fetch_request(self: Any, assignment: Any, node_id: int, request: Any) -> Any:
         result = await process(self, assignment, node_id, request)
-        polled_at = request.polled_at if isinstance(request, SessionFetchRequest) else None
-        if polled_at is not None and assignment.active:
-            # The partitions the reply left out were polled too, with nothing new: Faust
-            # reads this time to tell a stalled fetcher from a quiet partition.
-            for tp in request.offsets:
-                state = assignment.state_value(tp)
-                if state is not None:
-                    state.timestamp = polled_at
+        if not isinstance(request, SessionFetchRequest) or not assignment.active:
+            return result
+        polled_at, end_unknown = request.polled_at, False
+        for tp in request.offsets:
+            state = assignment.state_value(tp)
+            if state is None:
+                continue
+            if polled_at is not None:
+                # The partitions the reply left out were polled too, with nothing new:
+                # Faust reads this time to tell a stalled fetcher from a quiet partition.
+                state.timestamp = polled_at
+            end_unknown = end_unknown or state.highwater is None
+        if end_unknown and polled_at is not None:
+            # A partition in the session whose end offset aiokafka does not know: its
+            # answer was discarded (a seek while the fetch was out), or it was assigned
+            # anew while the session kept it. The broker names it again only when it has
+            # new records, and the end offset is what tells the event clock the partition
+            # is read (streams/ordering.py): a new session, whose first reply names all.
+            self._client.nodes[node_id].session.end()
         return result
 
     _ORIGINALS.update(_get_actions_per_node=actions, _proc_fetch_request=process)

@@ -1,0 +1,79 @@
+"""Input topics missing from the worker's view of the cluster are looked up again at once.
+
+The group's leader assigns partitions from its cached cluster metadata. A broker that has
+just restarted can answer a metadata request before it leads its topics' partitions again;
+aiokafka then drops those topics from its cache, and a rebalance led meanwhile assigns none
+of their partitions. aiokafka notices the partitions again, and rebalances, only at its
+next metadata refresh: after ``metadata_max_age_ms`` (5 minutes in Faust), while the whole
+group reads nothing. Kafka's Java consumer asks again for subscribed topics it does not know
+after ``retry.backoff.ms``. So does the worker: a timer looks for the input topics in the
+consumer's metadata every second and, while one is missing, asks for fresh metadata (once
+per tick, so a broker still down is not asked in a loop). When the partitions are back,
+aiokafka's coordinator sees the group's topics change and rejoins the group.
+
+Found by the fault suite (``combined`` on Apache Kafka): a worker restarted while the
+broker restarted led the next rebalance with its input topics missing, and owned nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def missing_topics(cluster: Any, topics: Iterable[str]) -> list[str]:
+    """The ``topics`` of which aiokafka's ClusterMetadata ``cluster`` knows no partition."""
+    return sorted(t for t in topics if not cluster.partitions_for_topic(t))
+
+
+class MissingTopicsWatch:
+    """Asks an aiokafka client for fresh metadata while any of ``topics`` is missing from
+    it; logs when topics stay missing past one check (not at start, before the first
+    metadata arrives) and when they are back."""
+
+    interval_s = 1.0  # how often the worker checks (Kafka's retry.backoff.ms is 100 ms)
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.topics = frozenset(topics)
+        self.missing: list[str] = []
+        self.checks_missing = 0  # consecutive checks that found some missing
+        self.refreshes = 0
+
+    async def check(self, client: Any, refresh: Any = None) -> list[str]:
+        """The topics missing from ``client``'s metadata now. When some are, a metadata
+        update is requested and waited for: by ``refresh(client.force_metadata_update)``
+        when given (the call in the client's own event loop), else directly."""
+        missing = missing_topics(client.cluster, self.topics)
+        if not missing:
+            if self.checks_missing > 1:
+                log.info("input topics back in the consumer's cluster metadata")
+            self.missing, self.checks_missing = [], 0
+            return missing
+        self.checks_missing += 1
+        if self.checks_missing == 2 or (self.checks_missing > 2 and missing != self.missing):
+            log.warning(
+                "input topics %s missing from the consumer's cluster metadata (a broker "
+                "restarting?): asking for it again every %.0f s",
+                ", ".join(missing),
+                self.interval_s,
+            )
+        self.missing = missing
+        self.refreshes += 1
+        if refresh is None:
+            await client.force_metadata_update()
+        else:
+            await refresh(client.force_metadata_update)
+        return missing
+
+
+async def check_worker_consumer(watch: MissingTopicsWatch, consumer: Any) -> list[str]:
+    """``watch.check`` on the aiokafka consumer of Faust's consumer ``consumer``, whose
+    client lives in Faust's consumer thread: the refresh is run there."""
+    thread = consumer._thread
+    kafka = thread._consumer
+    if kafka is None:  # not started yet
+        return []
+    return await watch.check(kafka._client, thread.call_thread)
