@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chaos bench lint typecheck unit integration integration-real real-services-deps \
+.PHONY: demo test chaos bench profile lint typecheck unit integration integration-real real-services-deps \
 	clean services-down cdnow compile pure
 
 $(STAMP): pyproject.toml
@@ -108,6 +108,16 @@ chaos: $(STAMP) $(COMPILED) real-services-deps
 # only its smoke version (tests/bench).
 bench: $(STAMP) $(COMPILED)
 	$(BIN)/python -m benchmarks.run --out benchmarks/results/latest.json
+
+# Where the time goes (py-spy profiles of the benchmark's processes, and of the latency
+# worker on Apache Kafka at 1,000 alerting events/s): benchmarks/results/profile-latest*/.
+profile: $(STAMP) $(COMPILED) real-services-deps
+	$(BIN)/python -m pip install --quiet -e '.[profile]'
+	$(BIN)/python -m benchmarks.profile --out benchmarks/results/profile-latest
+	$(BIN)/python -m benchmarks.run --only latency --repeats 1 --services apache \
+		--latency-variants default --latency-rates 1000:40 \
+		--latency-profile benchmarks/results/profile-latest-latency \
+		--out benchmarks/results/profile-latest-latency/latency.json
 
 services-down: $(STAMP)
 	$(BIN)/engagement services down

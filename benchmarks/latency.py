@@ -9,7 +9,8 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -21,6 +22,9 @@ from benchmarks.procs import Proc, cpu_seconds, machine_busy_seconds
 from benchmarks.sections import POLL_S, Context, percentile, settings_of
 from streams.settings import Settings
 from streams.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from benchmarks.profile import Spy
 
 
 class AlertCollector:
@@ -259,7 +263,10 @@ def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"latency worker owns no shard after 90s\n{worker.tail()}")
                 time.sleep(POLL_S)
-            out[variant] = asyncio.run(latency_phases(ctx, settings, name, worker, alert_every))
+            profile_as = f"{variant}-r{rep}" if ctx.plan.latency_profile else None
+            out[variant] = asyncio.run(
+                latency_phases(ctx, settings, name, worker, alert_every, profile_as)
+            )
         finally:
             ctx.procs.stop([worker])
     return out
@@ -271,7 +278,10 @@ async def latency_phases(
     tag: str,
     worker: Proc | None = None,
     alert_every: int = 1,
+    profile_as: str | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """The warm-up, then one phase per rate of the plan; with ``profile_as`` (and the
+    plan's ``latency_profile`` directory) py-spy records the worker over each phase."""
     collector = AlertCollector(
         settings.kafka_bootstrap, settings.topic_interventions, settings.partitions
     )
@@ -291,11 +301,52 @@ async def latency_phases(
         out = {}
         for rate, seconds in ctx.plan.latency:
             count = int(rate * seconds)
-            phase = await _latency_phase(
-                producer, collector, topics, rate, count, f"{tag}-{rate}", worker, alert_every
-            )
+            spy = _spy(ctx, worker, profile_as, rate)
+            try:
+                phase = await _latency_phase(
+                    producer, collector, topics, rate, count, f"{tag}-{rate}", worker, alert_every
+                )
+            finally:
+                if spy is not None:
+                    spy.stop()
             out[str(rate)] = phase
         return out
     finally:
         await producer.stop()
         await collector.stop()
+
+
+def _spy(ctx: Context, worker: Proc | None, profile_as: str | None, rate: int) -> Spy | None:
+    if worker is None or profile_as is None or ctx.plan.latency_profile is None:
+        return None
+    from benchmarks.profile import Spy  # which imports this module
+
+    out = Path(ctx.plan.latency_profile)
+    out.mkdir(parents=True, exist_ok=True)
+    # 250 Hz: a phase is seconds long; --gil: the scorer's and the consumer thread's shares.
+    return Spy(worker.pid, out / f"{profile_as}-{rate}.txt", gil=True, rate=250)
+
+
+def profile_summary(directory: Path, top: int = 25) -> str:
+    """Markdown: per profile of ``directory`` and per thread, the functions most often on
+    the stack (inclusive) and at its top (self)."""
+    from benchmarks.profile import summarize
+
+    lines = [
+        "# The latency worker under py-spy (--gil --nonblocking --threads, 250 Hz)",
+        "",
+        "Samples holding the GIL only, so a thread's samples are its share of the worker's CPU.",
+        "",
+    ]
+    for path in sorted(directory.glob("*.txt")):
+        threads = summarize(path, top)
+        total = sum(t["samples"] for t in threads.values()) or 1
+        lines += [f"## {path.stem}", ""]
+        for thread, t in threads.items():
+            share = 100 * t["samples"] / total
+            lines += [f"### {thread}: {t['samples']} samples ({share:.0f} %)", "", "```"]
+            lines += [f"{100 * n / t['samples']:5.1f} {name}" for name, n in t["inclusive"]]
+            lines += ["--- self"]
+            lines += [f"{100 * n / t['samples']:5.1f} {name}" for name, n in t["self"]]
+            lines += ["```", ""]
+    return "\n".join(lines)

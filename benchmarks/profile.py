@@ -3,8 +3,9 @@
     python -m benchmarks.profile [--out benchmarks/results/profile-<date>] [--smoke]
         [--only scorer,faust_noack_take,alerts,sweep] [--native]
 
-Needs py-spy in the virtualenv (`.venv/bin/pip install py-spy`). Starts its own embedded
-broker and Redis, publishes the throughput workload of `benchmarks.run`, and records, at
+Needs py-spy in the virtualenv (the `profile` extra: `make profile` installs it). Starts
+its own embedded broker and Redis, publishes the throughput workload of `benchmarks.run`,
+and records, at
 100 Hz without pausing the target (--nonblocking; --native pauses it, to see the compiled
 scoring modules' C functions), one thread at a time (--threads):
 
@@ -58,10 +59,14 @@ class Spy:
     # unwinding pauses the target at each sample (no --nonblocking).
     native = False
 
-    def __init__(self, pid: int, out: Path) -> None:
+    def __init__(self, pid: int, out: Path, gil: bool = False, rate: int = 100) -> None:
         self.out = out
         argv = [str(PY_SPY), "record", "-p", str(pid), "-o", str(out), "-f", "raw"]
-        argv += ["-r", "100", "--threads", "--native" if self.native else "--nonblocking"]
+        argv += ["-r", str(rate), "--threads", "--native" if self.native else "--nonblocking"]
+        if gil:
+            # Only samples holding the GIL: each thread's real share of a worker's CPU
+            # (without it a thread waiting for the GIL counts as busy).
+            argv.append("--gil")
         self.log = out.with_suffix(".py-spy.log")
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)

@@ -88,6 +88,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
         f"{','.join(latency.LATENCY_VARIANTS)}",
     )
     parser.add_argument(
+        "--latency-rates",
+        help="comma-separated RATE:SECONDS latency phases instead of the plan's (e.g. 1000:40)",
+    )
+    parser.add_argument(
+        "--latency-profile",
+        type=Path,
+        metavar="DIR",
+        help="record the latency worker with py-spy (--gil) over each measured phase into "
+        "DIR, and summarize them in DIR/summary.md (needs py-spy in the virtualenv)",
+    )
+    parser.add_argument(
         "--services",
         choices=("embedded", "apache"),
         default="embedded",
@@ -95,6 +106,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "(needs Java 17+, Maven, redis-server)",
     )
     return parser.parse_args(argv)
+
+
+def _rates(text: str) -> tuple[tuple[int, float], ...]:
+    try:
+        phases = tuple(
+            (int(rate), float(seconds))
+            for rate, seconds in (part.strip().split(":") for part in text.split(","))
+        )
+    except ValueError:
+        raise SystemExit(f"--latency-rates: RATE:SECONDS[,RATE:SECONDS...], not {text!r}") from None
+    if any(rate <= 0 or seconds <= 0 for rate, seconds in phases):
+        raise SystemExit(f"--latency-rates: rates and seconds must be positive, not {text!r}")
+    return phases
 
 
 class Load:
@@ -146,6 +170,10 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
         if unknown_variants:
             raise SystemExit(f"unknown latency variants: {', '.join(sorted(unknown_variants))}")
         plan = replace(plan, latency_variants=variants)
+    if args.latency_rates:
+        plan = replace(plan, latency=_rates(args.latency_rates))
+    if args.latency_profile:
+        plan = replace(plan, latency_profile=str(args.latency_profile.resolve()))
     wanted = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
     unknown = set(wanted) - set(SECTIONS)
     if unknown:
@@ -267,6 +295,10 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
 
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["complete"] = True
+    if args.latency_profile:
+        summary = args.latency_profile / "summary.md"
+        summary.write_text(latency.profile_summary(args.latency_profile))
+        _log(started, f"latency profiles summarized in {summary}")
     _write(results, raw, out)
     if errors or args.keep:
         _log(started, f"logs kept in {run_dir}")

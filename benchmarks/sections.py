@@ -52,6 +52,8 @@ class Plan:
     sweep_customers: int
     template_customers: int
     template_days: float
+    # A directory: py-spy (--gil) records the latency worker over each measured phase.
+    latency_profile: str | None = None
 
     @classmethod
     def full(cls) -> Plan:
