@@ -1,18 +1,20 @@
 """Input topics missing from the worker's view of the cluster are looked up again at once.
 
-The group's leader assigns partitions from its cached cluster metadata. A broker that has
-just restarted can answer a metadata request before it leads its topics' partitions again;
-aiokafka then drops those topics from its cache, and a rebalance led meanwhile assigns none
-of their partitions. aiokafka notices the partitions again, and rebalances, only at its
-next metadata refresh: after ``metadata_max_age_ms`` (5 minutes in Faust), while the whole
-group reads nothing. Kafka's Java consumer asks again for subscribed topics it does not know
-after ``retry.backoff.ms``. So does the worker: a timer looks for the input topics in the
-consumer's metadata every second and, while one is missing, asks for fresh metadata (once
-per tick, so a broker still down is not asked in a loop). When the partitions are back,
-aiokafka's coordinator sees the group's topics change and rejoins the group.
+The group's leader assigns partitions from its consumer's cached cluster metadata. A worker
+that started while the broker was going down had asked for its topics' metadata in vain, and
+when the broker came back the group coordinator answered before any metadata did (or a
+broker just restarted answered before it led its partitions again, and aiokafka drops such
+topics from its cache). The rebalance it led then assigned nothing of those topics, and
+aiokafka notices them again, and rebalances, only at its next periodic refresh, after
+``metadata_max_age_ms`` (5 minutes in Faust), while the whole group reads nothing. Kafka's
+Java consumer asks again for subscribed topics it does not know after ``retry.backoff.ms``.
+So does the worker: a timer looks for the input topics in the consumer's metadata every
+second and, while one is missing, asks for fresh metadata (once per tick, so a broker still
+down is not asked in a loop). When the partitions are back, aiokafka's coordinator sees the
+group's topics change and rejoins the group.
 
-Found by the fault suite (``combined`` on Apache Kafka): a worker restarted while the
-broker restarted led the next rebalance with its input topics missing, and owned nothing.
+Found by the fault suite (``combined`` on Apache Kafka): a worker restarted as the broker
+was restarted led the next rebalance with all its topics missing, and owned nothing.
 """
 
 from __future__ import annotations
@@ -76,4 +78,8 @@ async def check_worker_consumer(watch: MissingTopicsWatch, consumer: Any) -> lis
     kafka = thread._consumer
     if kafka is None:  # not started yet
         return []
-    return await watch.check(kafka._client, thread.call_thread)
+    try:
+        return await watch.check(kafka._client, thread.call_thread)
+    except Exception as exc:  # the consumer stopping, say: the next tick tries again
+        log.warning("could not look up the input topics' metadata: %r", exc)
+        return watch.missing
