@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
-from scoring.state import DAY_S, CustomerState, bit_of, evolver
+from scoring.state import DAY_S, REBASE_EXPONENT, CustomerState, bit_of, day_floor, evolver
 
 if TYPE_CHECKING:
     from scoring.config import ScoringConfig
@@ -245,7 +246,7 @@ def fold(
         _feedback(event, adds, changes, counts)
 
     h = config.half_lives_s
-    landmark, decayed = state.contributed(adds, t, h)
+    landmark, decayed = contributed(state.landmark, state.decayed, adds, t, h)
     if at_start:
         # Same landmark: session_start is never after t, and a rebase only moves forward.
         for name, w in at_start.items():
@@ -256,6 +257,32 @@ def fold(
     first_seen = t if t < state.first_seen else state.first_seen
     last_seen = t if t > state.last_seen else state.last_seen
     return _evolve_folded(state, landmark, decayed, counts, recent, first_seen, last_seen, changes)
+
+
+def contributed(
+    landmark: float,
+    decayed_before: Mapping[str, float],
+    weights: Mapping[str, float],
+    at: float,
+    half_lives: Mapping[str, float],
+) -> tuple[float, dict[str, float]]:
+    """``CustomerState.contributed`` (the landmark and decayed sums once each weight is
+    added at ``at``), here so that it runs compiled: every event passes through it."""
+    decayed = dict(decayed_before)
+    elapsed = at - landmark
+    for name in weights:
+        if elapsed / half_lives[name] > REBASE_EXPONENT:
+            shift = day_floor(at) - landmark
+            landmark += shift
+            elapsed = at - landmark
+            decayed = {n: v * math.pow(2.0, -shift / half_lives[n]) for n, v in decayed.items()}
+            break
+    for name, weight in weights.items():
+        if weight:
+            decayed[name] = decayed.get(name, 0.0) + weight * math.pow(
+                2.0, elapsed / half_lives[name]
+            )
+    return landmark, decayed
 
 
 def _order(

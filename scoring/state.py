@@ -4,7 +4,7 @@ A decayed sum is kept relative to a per-customer landmark time L: each contribut
 time t adds ``w * 2**((t - L) / h)``, and the value at time ``now`` is
 ``S * 2**(-(now - L) / h)``. Addition commutes, so the same events in any order give the
 same state (to the last bits of floating-point addition), and nothing is ever rescaled on
-read. When an exponent grows past ``_REBASE_EXPONENT`` the landmark moves forward.
+read. When an exponent grows past ``REBASE_EXPONENT`` the landmark moves forward.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DAY_S = 86_400.0
-_REBASE_EXPONENT = 400.0
+REBASE_EXPONENT = 400.0
 # Linear counting over a 64-bit bitmap: n ~ -m ln(zeros / m); a full map reads as this.
 _BITMAP_BITS = 64
 _BITMAP_FULL = _BITMAP_BITS * math.log(_BITMAP_BITS)
@@ -174,21 +174,9 @@ class CustomerState:
     ) -> tuple[float, dict[str, float]]:
         """(landmark, decayed sums) once each weight is added at time ``at``;
         ``half_lives`` covers every feature."""
-        landmark, decayed = self.landmark, dict(self.decayed)
-        pow2 = math.pow
-        elapsed = at - landmark
-        for name in weights:
-            if elapsed / half_lives[name] > _REBASE_EXPONENT:
-                shift = day_floor(at) - landmark
-                landmark += shift
-                elapsed = at - landmark
-                decayed = {n: v * pow2(2.0, -shift / half_lives[n]) for n, v in decayed.items()}
-                break
-        get = decayed.get
-        for name, weight in weights.items():
-            if weight:
-                decayed[name] = get(name, 0.0) + weight * pow2(2.0, elapsed / half_lives[name])
-        return landmark, decayed
+        from scoring.features import contributed  # compiled; features imports this module
+
+        return contributed(self.landmark, self.decayed, weights, at, half_lives)
 
     def with_contributions(
         self, weights: Mapping[str, float], at: float, half_lives: Mapping[str, float]

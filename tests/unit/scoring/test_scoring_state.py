@@ -17,8 +17,8 @@ from scoring.engine import apply_event, evaluate_due
 from scoring.features import ACTIVITY_SHORT
 from scoring.scores import half_lives
 from scoring.state import (
-    _REBASE_EXPONENT,
     DAY_S,
+    REBASE_EXPONENT,
     CustomerState,
     _Draft,
     build_state,
@@ -200,7 +200,7 @@ def test_round_trip_of_a_lived_in_state_is_lossless() -> None:
 def test_rebase_moves_the_landmark_and_keeps_every_value() -> None:
     hl = {"fast": DAY_S, "slow": 1_000 * DAY_S}
     t1 = T0 + 1_000.0
-    t2 = t1 + (_REBASE_EXPONENT + 50) * DAY_S  # past the rebase point for "fast" only
+    t2 = t1 + (REBASE_EXPONENT + 50) * DAY_S  # past the rebase point for "fast" only
     state = CustomerState.new("c", T0).with_contributions({"fast": 1.0, "slow": 1.0}, t1, hl)
     landmark = state.landmark
     state = state.with_contributions({"fast": 2.0, "slow": 3.0}, t2, hl)
@@ -316,7 +316,7 @@ def _contributed_by_definition(
     state: CustomerState, weights: dict[str, float], at: float, half_lives: dict[str, float]
 ) -> tuple[float, dict[str, float]]:
     landmark, decayed = state.landmark, dict(state.decayed)
-    if any((at - landmark) / half_lives[n] > _REBASE_EXPONENT for n in weights):
+    if any((at - landmark) / half_lives[n] > REBASE_EXPONENT for n in weights):
         shift = day_floor(at) - landmark
         landmark += shift
         decayed = {n: v * math.pow(2.0, -shift / half_lives[n]) for n, v in decayed.items()}
