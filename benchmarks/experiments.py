@@ -55,6 +55,7 @@ from streams.intake import shard_of
 from streams.redis_client import connect_redis
 from streams.services import embedded_services
 from streams.store import ShardKeys
+from streams.topics import create_topics
 
 SHORT = {
     "eng": "e", "short": "s", "long": "l", "bad": "b",
@@ -130,15 +131,9 @@ async def _write(
 
 async def _fetch_latency(bootstrap: str) -> dict[str, dict[str, float]]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.structs import TopicPartition
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic("fetch-wait", 8, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, ["fetch-wait"], 8)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     out: dict[str, dict[str, float]] = {}

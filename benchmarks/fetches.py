@@ -23,11 +23,11 @@ import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
 from streams import fetching
 from streams.fetching import FetchPolicy
+from streams.topics import create_topics
 
 RATE = 1_000
 SECONDS = 10.0
@@ -166,15 +166,6 @@ async def _case(
         "consumer_cpu_us_per_event": round(1e6 * reader.cpu_s / max(1, reader.records), 1),
         "consumer_cpu_us_per_fetch": round(1e6 * reader.cpu_s / fetches, 1),
     }
-
-
-async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, partitions, 1) for t in names])
-    finally:
-        await admin.close()
 
 
 async def fetch_costs(

@@ -263,9 +263,8 @@ def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"latency worker owns no shard after 90s\n{worker.tail()}")
                 time.sleep(POLL_S)
-            profile_as = f"{variant}-r{rep}" if ctx.plan.latency_profile else None
             out[variant] = asyncio.run(
-                latency_phases(ctx, settings, name, worker, alert_every, profile_as)
+                latency_phases(ctx, settings, name, worker, alert_every, f"{variant}-r{rep}")
             )
         finally:
             ctx.procs.stop([worker])
@@ -280,8 +279,9 @@ async def latency_phases(
     alert_every: int = 1,
     profile_as: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The warm-up, then one phase per rate of the plan; with ``profile_as`` (and the
-    plan's ``latency_profile`` directory) py-spy records the worker over each phase."""
+    """The warm-up, then one phase per rate of the plan; when the plan names a
+    ``latency_profile`` directory, py-spy records the worker over each phase, as
+    ``<profile_as>-<rate>.txt``."""
     collector = AlertCollector(
         settings.kafka_bootstrap, settings.topic_interventions, settings.partitions
     )
@@ -317,7 +317,7 @@ async def latency_phases(
 
 
 def _spy(ctx: Context, worker: Proc | None, profile_as: str | None, rate: int) -> Spy | None:
-    if worker is None or profile_as is None or ctx.plan.latency_profile is None:
+    if worker is None or profile_as is None or not ctx.plan.latency_profile:
         return None
     from benchmarks.profile import Spy  # which imports this module
 

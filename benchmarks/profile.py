@@ -5,9 +5,8 @@
 
 Needs py-spy in the virtualenv (the `profile` extra: `make profile` installs it). Starts
 its own embedded broker and Redis, publishes the throughput workload of `benchmarks.run`,
-and records, at
-100 Hz without pausing the target (--nonblocking; --native pauses it, to see the compiled
-scoring modules' C functions), one thread at a time (--threads):
+and records, at 100 Hz without pausing the target (--nonblocking; --native pauses it, to
+see the compiled scoring modules' C functions), one thread at a time (--threads):
 
 - ``scorer``: `python -m streams.cli worker` scoring the whole workload (event clock);
 - ``faust_noack_take``: the no-op Faust agent of the framework ceiling;

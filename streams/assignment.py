@@ -42,7 +42,6 @@ class MissingTopicsWatch:
         self.topics = frozenset(topics)
         self.missing: list[str] = []
         self.checks_missing = 0  # consecutive checks that found some missing
-        self.refreshes = 0
 
     async def check(self, client: Any, refresh: Any = None) -> list[str]:
         """The topics missing from ``client``'s metadata now. When some are, a metadata
@@ -63,7 +62,6 @@ class MissingTopicsWatch:
                 self.interval_s,
             )
         self.missing = missing
-        self.refreshes += 1
         if refresh is None:
             await client.force_metadata_update()
         else:

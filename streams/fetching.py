@@ -54,7 +54,7 @@ SOURCE_SHA256 = {
     "_get_actions_per_node": "1dab2cf937d165d0eeacc8da8ed2b0ebd80b321bb6583757e01cdc1013d31635",
     "_proc_fetch_request": "59bf948fff47eed580671971252454daa614df479733f3bedfefe95bc4d8ad30",
 }
-INITIAL_EPOCH, FINAL_EPOCH = 0, -1
+INITIAL_EPOCH = 0
 # The first FetchRequest version with sessions.
 SESSION_VERSION = 7
 

@@ -106,6 +106,15 @@ class Publisher:
             return self._producer
 
     async def _new_producer(self) -> AIOKafkaProducer:
+        producer = self._unstarted_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a failed start leaves its connections open
+            raise
+        return producer
+
+    def _unstarted_producer(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",
@@ -114,17 +123,8 @@ class Publisher:
             request_timeout_ms=15_000,
             partitioner=keyed_partition,
         )
-        self._pace(producer)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()  # a failed start leaves its connections open
-            raise
-        return producer
-
-    @staticmethod
-    def _pace(producer: AIOKafkaProducer) -> None:
         producer._sender.client = PacedMetadataClient(producer.client)
+        return producer
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -28,6 +29,36 @@ def all_topics(settings: Settings) -> list[str]:
     ]
 
 
+async def create_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, replication_factor: int = 1
+) -> None:
+    """Create the topics ``names`` (one that exists already is left as it is)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await _create(admin, names, partitions, replication_factor)
+    finally:
+        await admin.close()
+
+
+async def _create(
+    admin: AIOKafkaAdminClient, names: Sequence[str], partitions: int, replication_factor: int
+) -> None:
+    response = await admin.create_topics(
+        [NewTopic(t, partitions, replication_factor) for t in names]
+    )
+    # aiokafka reports per-topic failures in the response instead of raising.
+    # "Already exists" means another worker created it first.
+    failed = [
+        f"{topic}: {message or code}"
+        for topic, code, *rest in response.topic_errors
+        for message in [rest[0] if rest else None]
+        if code not in (0, TopicAlreadyExistsError.errno)
+    ]
+    if failed:
+        raise TopicLayoutError("could not create topics: " + "; ".join(failed))
+
+
 async def ensure_topics(settings: Settings) -> set[str]:
     """Create missing topics with ``settings.partitions`` partitions.
 
@@ -41,19 +72,7 @@ async def ensure_topics(settings: Settings) -> set[str]:
         existing = set(await admin.list_topics())
         missing = [t for t in all_topics(settings) if t not in existing]
         if missing:
-            response = await admin.create_topics(
-                [NewTopic(t, settings.partitions, settings.replication_factor) for t in missing]
-            )
-            # aiokafka reports per-topic failures in the response instead of raising.
-            # "Already exists" means another worker created it first.
-            failed = [
-                f"{topic}: {message or code}"
-                for topic, code, *rest in response.topic_errors
-                for message in [rest[0] if rest else None]
-                if code not in (0, TopicAlreadyExistsError.errno)
-            ]
-            if failed:
-                raise TopicLayoutError("could not create topics: " + "; ".join(failed))
+            await _create(admin, missing, settings.partitions, settings.replication_factor)
         counts = await _settled_partition_counts(
             admin, [*settings.input_topics, settings.topic_rerouted]
         )

@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from benchmarks.fetches import create_topics
 from streams import fetching
 from streams.fetching import FetchPolicy
 from streams.services import Endpoints
+from streams.topics import create_topics
 from tests.integration.worker_harness import produce
 
 PARTITIONS = 4

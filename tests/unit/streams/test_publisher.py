@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -80,9 +79,8 @@ async def test_callers_meanwhile_share_the_waiting_update() -> None:
 
 async def test_the_publishers_producer_sends_through_the_paced_client() -> None:
     publisher = Publisher("127.0.0.1:1", "dead", "rerouted", idempotence=False)
-    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+    producer = publisher._unstarted_producer()  # what start() starts
     try:
-        publisher._pace(producer)
         assert isinstance(producer._sender.client, PacedMetadataClient)
         assert producer._sender.client._client is producer.client
     finally:
