@@ -1,7 +1,7 @@
 """The engagement score: features -> six sub-scores -> one score, 0..100, with reasons.
 
 Each configured feature gives a term in -1..1: counts and amounts saturate,
-``1 - exp(-value / saturation)``; rates are shares (0..1); answers on a scale are signed
+``1 - math.exp(-value / saturation)``; rates are shares (0..1); answers on a scale are signed
 around their neutral point; what hurts (bounces, returns, bad experiences, open tickets,
 slow support, withdrawals) is negative. A sub-score is its features' weighted mean,
 positive minus negative, floored at 0 (when the negatives outweigh the positives they
@@ -350,7 +350,6 @@ def engagement_score(state: CustomerState, at: float, config: ScoringConfig) -> 
     view = _View(state, at, config)
     decayed, h, since_landmark = state.decayed, config.half_lives_s, at - state.landmark
     counts = state.counts
-    pow2, exp = math.pow, math.exp
     # (sort key: larger effect first, then the name; the contribution)
     contributions: list[tuple[float, str, float]] = []
     for _, share, member_weight, members in plan:
@@ -378,8 +377,8 @@ def engagement_score(state: CustomerState, at: float, config: ScoringConfig) -> 
                 scaled = decayed.get(source, 0.0)
                 if scaled == 0.0:
                     continue  # a zero term
-                amount = scaled * pow2(2.0, -since_landmark / h[source])
-                value = feature.sign * (1.0 - exp(-max(0.0, amount) / saturation))
+                amount = scaled * math.pow(2.0, -since_landmark / h[source])
+                value = feature.sign * (1.0 - math.exp(-max(0.0, amount) / saturation))
             t = weight * value / member_weight
             if t > 0:
                 positives.append(t)

@@ -146,7 +146,9 @@ def _search(
     short_h, long_h = h[ACTIVITY_SHORT], h[ACTIVITY_LONG]
     short_days, long_days = m.short_half_life_days, m.long_half_life_days
     momentum_weight = c.momentum_weight
-    pow2, log, exp = math.pow, math.log, math.exp
+    # math.pow, math.log and math.exp are called by name, never through a local alias:
+    # compiled, mypyc calls the C functions on unboxed floats only when it sees the name
+    # (an alias is a Python call with boxed floats: 5.7 against 3.3 us a search).
 
     # thresholds.check_time: the bounds, then rising(latest), rising(earliest) and the
     # bisection's midpoints, each compared with the target
@@ -164,15 +166,15 @@ def _search(
         # unless the next compares strictly greater (smaller): the conditionals repeat it.
         silence = when - last_seen
         silent_days = (silence if silence > 0.0 else 0.0) / DAY_S
-        recency = 1.0 - pow2(2.0, -silent_days / recency_days)
+        recency = 1.0 - math.pow(2.0, -silent_days / recency_days)
         falling = 0.0
         if long_scaled != 0.0:
-            long = long_scaled * pow2(2.0, -(when - landmark) / long_h)
+            long = long_scaled * math.pow(2.0, -(when - landmark) / long_h)
             if not long <= 0.0:
                 short = (
                     0.0
                     if short_scaled == 0.0
-                    else short_scaled * pow2(2.0, -(when - landmark) / short_h)
+                    else short_scaled * math.pow(2.0, -(when - landmark) / short_h)
                 )
                 ratio = (short / short_days) / (long / long_days) - 1.0
                 clipped = ratio if ratio < 1.0 else 1.0
@@ -183,12 +185,12 @@ def _search(
         else:
             age = (when - first) / unit
             big_t = age if age > t_x else t_x
-            log_odds = odds_base + exponent * (log(alpha + big_t) - log_alpha_t_x)
+            log_odds = odds_base + exponent * (math.log(alpha + big_t) - log_alpha_t_x)
             if log_odds > 0:
-                odds_inverse = exp(-log_odds)
+                odds_inverse = math.exp(-log_odds)
                 p_alive = odds_inverse / (1.0 + odds_inverse)
             else:
-                p_alive = 1.0 / (1.0 + exp(log_odds))
+                p_alive = 1.0 / (1.0 + math.exp(log_odds))
             rising = recency_w * recency + alive_w * (1.0 - p_alive) + momentum_weight * falling
         if trace is not None:
             trace.append((when, rising))

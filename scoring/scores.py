@@ -143,7 +143,6 @@ def churn_terms(state: CustomerState, at: float, config: ScoringConfig) -> Churn
     (tests/unit/scoring/test_scoring_scores.py)."""
     c = config.churn
     h = config.half_lives_s
-    pow2 = math.pow
     # state.value, inlined: three decayed values are read for every evaluation
     decayed, since_landmark = state.decayed, at - state.landmark
     inputs = None if config.model.bgnbd is None else alive_inputs(state, at, config)
@@ -153,14 +152,16 @@ def churn_terms(state: CustomerState, at: float, config: ScoringConfig) -> Churn
     # (smaller): the conditionals below repeat that (as scoring/schedule.py does).
     silence = at - state.last_seen
     silent_days = (silence if silence > 0.0 else 0.0) / DAY_S
-    recency = 1.0 - pow2(2.0, -silent_days / c.recency_half_life_days)
+    recency = 1.0 - math.pow(2.0, -silent_days / c.recency_half_life_days)
     scaled = decayed.get(ACTIVITY_LONG, 0.0)
-    long = 0.0 if scaled == 0.0 else scaled * pow2(2.0, -since_landmark / h[ACTIVITY_LONG])
+    long = 0.0 if scaled == 0.0 else scaled * math.pow(2.0, -since_landmark / h[ACTIVITY_LONG])
     falling = 0.0  # momentum is 0 without a long-horizon level
     if not long <= 0.0:
         m = config.momentum
         scaled = decayed.get(ACTIVITY_SHORT, 0.0)
-        short = 0.0 if scaled == 0.0 else scaled * pow2(2.0, -since_landmark / h[ACTIVITY_SHORT])
+        short = (
+            0.0 if scaled == 0.0 else scaled * math.pow(2.0, -since_landmark / h[ACTIVITY_SHORT])
+        )
         ratio = (short / m.short_half_life_days) / (long / m.long_half_life_days)
         clipped = ratio - 1.0 if ratio - 1.0 < 1.0 else 1.0
         momentum = clipped if clipped > -1.0 else -1.0
@@ -171,7 +172,9 @@ def churn_terms(state: CustomerState, at: float, config: ScoringConfig) -> Churn
         + c.momentum_weight * falling
     )
     scaled = decayed.get(BAD_EXPERIENCES, 0.0)
-    bad_decayed = 0.0 if scaled == 0.0 else scaled * pow2(2.0, -since_landmark / h[BAD_EXPERIENCES])
+    bad_decayed = (
+        0.0 if scaled == 0.0 else scaled * math.pow(2.0, -since_landmark / h[BAD_EXPERIENCES])
+    )
     counts = state.counts
     tickets = counts.get("tickets_opened", 0) - counts.get("tickets_resolved", 0)
     tickets = tickets if tickets > 0 else 0

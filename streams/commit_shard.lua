@@ -19,6 +19,20 @@
 --         (KPI fields 'a:<counter>' all-time and 'd:<day>:<counter>' per day; day fields
 --          older than the cutoff are deleted once, when it moves, and never written again)
 -- Returns, per part, {1, new_epoch, outbox ids...} or {0, current_epoch} on conflict.
+-- ``command`` [key] with ``values`` as its arguments, in chunks that stay far below Lua's
+-- limit on unpack()ed arguments (an even size: MSET and ZADD take pairs).
+local function bulk(command, key, values)
+  local chunk = 2000
+  for first = 1, #values, chunk do
+    local last = math.min(first + chunk - 1, #values)
+    if key then
+      redis.call(command, key, unpack(values, first, last))
+    else
+      redis.call(command, unpack(values, first, last))
+    end
+  end
+end
+
 local function commit(kb, i)
   local meta, due, outbox, kpi = KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4]
   local epoch = redis.call('HGET', meta, 'epoch') or '0'
@@ -34,19 +48,27 @@ local function commit(kb, i)
       redis.call('HSET', meta, name, mark)
     end
   end
+  -- The customers' blobs and check times go in a few MSET, ZADD and ZREM calls rather
+  -- than one call each: a call from Lua costs Redis more than the write it makes.
   n = tonumber(ARGV[i]); i = i + 1
+  local blobs = {}
   for k = 1, n do
-    redis.call('SET', KEYS[kb + 4 + k], ARGV[i]); i = i + 1
+    blobs[2 * k - 1], blobs[2 * k] = KEYS[kb + 4 + k], ARGV[i]; i = i + 1
   end
+  bulk('MSET', nil, blobs)
   n = tonumber(ARGV[i]); i = i + 1
+  local added, removed = {}, {}
   for _ = 1, n do
     local member, score = ARGV[i], ARGV[i + 1]; i = i + 2
     if score == '' then
-      redis.call('ZREM', due, member)
+      removed[#removed + 1] = member
     else
-      redis.call('ZADD', due, score, member)
+      added[#added + 1] = score
+      added[#added + 1] = member
     end
   end
+  bulk('ZADD', due, added)
+  bulk('ZREM', due, removed)
   n = tonumber(ARGV[i]); i = i + 1
   for _ = 1, n do
     redis.call('HSET', meta, ARGV[i], ARGV[i + 1]); i = i + 2
@@ -88,9 +110,7 @@ local function commit(kb, i)
           local day = tonumber(string.match(name, '^d:(%-?%d+):'))
           if day and day < cutoff then stale[#stale + 1] = name end
         end
-        for first = 1, #stale, chunk do
-          redis.call('HDEL', kpi, unpack(stale, first, math.min(first + chunk - 1, #stale)))
-        end
+        bulk('HDEL', kpi, stale)
       end
       lo = cutoff
       out[1], out[2] = 'lo', tostring(cutoff)
@@ -103,9 +123,7 @@ local function commit(kb, i)
         out[#out + 1] = string.format('%.17g', (tonumber(current[k]) or 0) + deltas[k])
       end
     end
-    for first = 1, #out, 2 * chunk do
-      redis.call('HSET', kpi, unpack(out, first, math.min(first + 2 * chunk - 1, #out)))
-    end
+    bulk('HSET', kpi, out)
   end
   local new_epoch = redis.call('HINCRBY', meta, 'epoch', 1)
   local result = {1, tostring(new_epoch)}

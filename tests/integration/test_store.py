@@ -127,6 +127,30 @@ async def test_commit_writes_exactly_the_shard_keys(
     assert (await store.metas([2]))[2].epoch == "2"
 
 
+async def test_a_commit_larger_than_one_chunk_writes_every_customer(
+    client: aioredis.Redis, namespace: str
+) -> None:
+    """The script writes blobs (MSET) and check times (ZADD, ZREM) in chunks of 2,000
+    arguments: 2,500 customers take two chunks of check times and three of blobs."""
+    store = StateStore(client, namespace)
+    ids = [f"c{n:05d}" for n in range(2_500)]
+    write = ShardWrite(shard=1, expected_epoch="0")
+    write.states = {c: state(c, T0 + n) for n, c in enumerate(ids)}
+    assert (await store.commit([write]))[1] == []
+    keys = store.keys(1)
+    assert await client.zcard(keys.due) == len(ids)
+    assert await client.zscore(keys.due, ids[-1]) == T0 + len(ids) - 1
+    view = (await store.read({1: ids}))[1]
+    assert view.customers == write.states
+
+    # Every other customer without a next check: 1,250 removals, 1,250 updates.
+    again = ShardWrite(shard=1, expected_epoch="1")
+    again.states = {c: state(c, None if n % 2 else T0 - n) for n, c in enumerate(ids)}
+    assert (await store.commit([again]))[1] == []
+    due = await client.zrange(keys.due, 0, -1, withscores=True)
+    assert due == [(c.encode(), T0 - n) for n, c in reversed(list(enumerate(ids))) if n % 2 == 0]
+
+
 @CALLS
 async def test_stale_epoch_is_refused_and_changes_nothing(
     client: aioredis.Redis, namespace: str, per_shard_calls: bool
