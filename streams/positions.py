@@ -253,13 +253,13 @@ class GuardedStore(StateStore):
         self.committed_here: dict[int, dict[str, int]] = {}
 
     async def read_stored(
-        self, wanted: Mapping[int, Sequence[str]]
+        self, wanted: Mapping[int, Sequence[str]], *, pipelined: bool = False
     ) -> dict[int, tuple[ShardView, dict[str, bytes]]]:
         # Every read goes through here (``read`` decodes what this returns). What was
         # committed before the read is sent: a commit finishing while the read is in
         # flight may or may not be in its reply.
         before = {s: dict(self.committed_here.get(s, {})) for s in wanted}
-        stored = await super().read_stored(wanted)
+        stored = await super().read_stored(wanted, pipelined=pipelined)
         for view, _ in stored.values():
             self.check(view, before.get(view.shard, {}))
         return stored

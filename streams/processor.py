@@ -357,7 +357,7 @@ class Scorer:
         due = await self.store.due_customers(list(now_by_shard), now_by_shard, limit)
         if not due:
             return [], 0
-        stored = await self.store.read_stored(due)
+        stored = await self.store.read_stored(due, pipelined=True)
         writes: dict[int, tuple[ShardWrite, list[Alert]]] = {}
         commits: list[asyncio.Future[dict[int, list[str] | None]]] = []
         try:

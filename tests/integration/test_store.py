@@ -142,6 +142,11 @@ async def test_a_commit_larger_than_one_chunk_writes_every_customer(
     assert await client.zscore(keys.due, ids[-1]) == T0 + len(ids) - 1
     view = (await store.read({1: ids}))[1]
     assert view.customers == write.states
+    # The sweep's read (HGETALL and MGET, not the read script) gives the same.
+    wanted = {1: [*ids, "absent"], 2: ["absent"]}
+    by_script = await store.read_stored(wanted)
+    assert len(by_script[1][1]) == len(ids)
+    assert await store.read_stored(wanted, pipelined=True) == by_script
 
     # Every other customer without a next check: 1,250 removals, 1,250 updates.
     again = ShardWrite(shard=1, expected_epoch="1")

@@ -66,7 +66,7 @@ async def test_a_commit_finishing_while_a_read_is_in_flight_is_no_loss(
     store.committed_here = {2: {"o:clicks:2": 40}}
 
     async def read_sent_before_a_commit(
-        self: object, wanted: object
+        self: object, wanted: object, *, pipelined: bool = False
     ) -> dict[int, tuple[ShardView, dict[str, bytes]]]:
         store.committed_here[2]["o:clicks:2"] = 55  # the commit completes meanwhile
         return {2: (_view(2, {"o:clicks:2": 41}), {})}  # the read saw the state before it
