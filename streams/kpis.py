@@ -70,7 +70,10 @@ def day_field(day: int, counter: str) -> str:
 class KpiDelta:
     """What one shard write adds to the shard's KPI hash fields."""
 
-    fields: dict[str, float] = field(default_factory=dict)
+    # Counter -> delta, all-time and per day: the field names (``a:<counter>``,
+    # ``d:<day>:<counter>``) are made once per write, in ``apply_to``, not per customer.
+    all_time: dict[str, float] = field(default_factory=dict)
+    by_day: dict[int, dict[str, float]] = field(default_factory=dict)
     # The newest scorer-clock day of the write: day fields older than it by the retention
     # are pruned by the commit.
     latest_day: int | None = None
@@ -80,14 +83,13 @@ class KpiDelta:
     _runs: dict[str, tuple[int, CustomerState | None, CustomerState]] = field(default_factory=dict)
 
     def _add(self, deltas: Mapping[str, float], day: int) -> None:
-        fields = self.fields
+        all_time = self.all_time
+        on_day = self.by_day.get(day)
+        if on_day is None:
+            on_day = self.by_day[day] = {}
         for counter, delta in deltas.items():
-            for name in (ALL_TIME + counter, day_field(day, counter)):
-                total = fields.get(name, 0.0) + delta
-                if total == 0.0:
-                    fields.pop(name, None)
-                else:
-                    fields[name] = total
+            all_time[counter] = all_time.get(counter, 0.0) + delta
+            on_day[counter] = on_day.get(counter, 0.0) + delta
 
     def note_time(self, now: float) -> int:
         """The write happens on the day of ``now`` (scorer clock): its day, after noting it
@@ -141,7 +143,13 @@ class KpiDelta:
         for run in self._runs.values():
             self._add_run(*run)
         self._runs.clear()
-        write.kpi = dict(self.fields)
+        # Fields whose deltas cancelled out are left out (0.0 and -0.0 alike).
+        kpi = {ALL_TIME + c: total for c, total in self.all_time.items() if total != 0.0}
+        for day, counters in self.by_day.items():
+            for counter, total in counters.items():
+                if total != 0.0:
+                    kpi[day_field(day, counter)] = total
+        write.kpi = kpi
         write.kpi_cutoff_day = (
             None if self.latest_day is None else self.latest_day - RETENTION_DAYS + 1
         )
