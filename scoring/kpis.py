@@ -120,6 +120,45 @@ def customer_flags(state: CustomerState | None) -> dict[str, float]:
     return flags
 
 
+def flag_changes(before: CustomerState, after: CustomerState) -> dict[str, float]:
+    """``diff(customer_flags(after), customer_flags(before))`` without building either
+    (the scorer moves every customer of a batch): the same values, the same subtractions."""
+    out: dict[str, float] = {}
+    old, new = before.counts, after.counts
+    for name, (b, a) in (
+        ("sessions", (old.get("sessions", 0), new.get("sessions", 0))),
+        ("orders", (old.get("orders", 0), new.get("orders", 0))),
+    ):
+        if a != b:
+            first, repeat = _LADDERS[name]
+            _step(out, first, b >= 1, a >= 1)
+            _step(out, repeat, b > 1, a > 1)
+    if before.products_bought != after.products_bought:
+        b_products, a_products = before.distinct_products(), after.distinct_products()
+        _step(out, "single_product", b_products == 1, a_products == 1)
+        _step(out, "multi_product", b_products > 1, a_products > 1)
+    b_clv = before.clv if before.clv else 0.0
+    a_clv = after.clv if after.clv else 0.0
+    clv = a_clv - b_clv
+    if clv != 0.0:
+        out["clv_sum"] = clv
+    if before.tier != after.tier:
+        if before.tier:
+            out[TIER_PREFIX + before.tier] = -1.0
+        if after.tier:
+            out[TIER_PREFIX + after.tier] = 1.0
+    return out
+
+
+# The flags a count sets: at least one, and more than one.
+_LADDERS = {"sessions": ("visitors", "returning_visitors"), "orders": ("buyers", "repurchasers")}
+
+
+def _step(out: dict[str, float], flag: str, was: bool, is_: bool) -> None:
+    if was != is_:
+        out[flag] = 1.0 if is_ else -1.0
+
+
 def diff(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
     """``after - before`` per name, without the zeros."""
     out: dict[str, float] = {}

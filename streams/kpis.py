@@ -44,7 +44,7 @@ from typing import Any
 
 import redis.exceptions
 
-from scoring.kpis import EVENT_COUNTERS, customer_flags, diff, kpis
+from scoring.kpis import EVENT_COUNTERS, customer_flags, diff, flag_changes, kpis
 from scoring.state import DAY_S, CustomerState
 from streams import metrics
 from streams.store import ShardKeys, ShardWrite
@@ -126,13 +126,14 @@ class KpiDelta:
     def add_customer(self, before: CustomerState | None, after: CustomerState) -> None:
         """A customer's change of flags, on the day(s) of its first event: a late event
         that moves ``first_seen`` back moves the customer to an earlier cohort day."""
-        old, new = customer_flags(before), customer_flags(after)
         new_day = day_of(after.first_seen)
-        if before is None or day_of(before.first_seen) == new_day:
-            self._add(diff(new, old), new_day)
+        if before is None:
+            self._add(customer_flags(after), new_day)
+        elif day_of(before.first_seen) == new_day:
+            self._add(flag_changes(before, after), new_day)
         else:
-            self._add(diff({}, old), day_of(before.first_seen))
-            self._add(new, new_day)
+            self._add(diff({}, customer_flags(before)), day_of(before.first_seen))
+            self._add(customer_flags(after), new_day)
 
     def add_evaluation(self, before: CustomerState, after: CustomerState, now: float) -> None:
         """The sweeper's evaluation of a silent customer at ``now`` (tier and CLV move)."""

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scoring.kpis import TIERS, customer_flags, deltas, kpis
+from scoring.kpis import TIERS, customer_flags, deltas, diff, flag_changes, kpis
 from scoring.state import CustomerState
 
 T0 = 1_709_251_200.0
@@ -213,3 +213,26 @@ def test_summed_diffs_equal_a_batch_pass_over_the_final_states(
     names = running.keys() | batch.keys()
     for name in names:
         assert math.isclose(running.get(name, 0.0), batch.get(name, 0.0), abs_tol=1e-6), name
+
+
+flag_inputs = st.tuples(
+    st.sampled_from(["", *TIERS]),
+    st.one_of(st.sampled_from([0.0, -0.0, 12.5]), st.floats(-1e6, 1e6)),
+    st.integers(0, 4),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
+
+
+@given(flag_inputs, flag_inputs)
+def test_flag_changes_are_the_difference_of_the_flags(
+    before: tuple[str, float, int, int, int], after: tuple[str, float, int, int, int]
+) -> None:
+    """What the scorer adds per customer, computed without the two flag dicts, is exactly
+    their difference (the same values from the same subtractions)."""
+    states = [
+        customer("c1", tier, clv, products, sessions=sessions, orders=orders)
+        for tier, clv, products, sessions, orders in (before, after)
+    ]
+    want = diff(customer_flags(states[1]), customer_flags(states[0]))
+    assert flag_changes(states[0], states[1]) == want
