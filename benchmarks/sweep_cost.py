@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ab import _wait_for_port, valkey_binary
+from benchmarks.ab import valkey_server
 
 SHARDS = 8
 PAGE = 2_000
@@ -120,24 +119,12 @@ async def measure(port: int, server_pid: int, templates_file: Path, customers: i
 def run(customers: int, repeats: int, template_customers: int) -> list[SweepCost]:
     from benchmarks.workload import customer_states, write_templates
     from scoring.config import load_config
-    from streams.services import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         templates = Path(tmp) / "templates.jsonl"
         write_templates(templates, customer_states(template_customers, 60.0, 1, load_config(None)))
-        port = free_port()
-        server = subprocess.Popen(
-            [valkey_binary(), "--port", str(port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for_port(port)
-            return [
-                asyncio.run(measure(port, server.pid, templates, customers)) for _ in range(repeats)
-            ]
-        finally:
-            server.terminate()
-            server.wait()
+        with valkey_server() as (port, pid):
+            return [asyncio.run(measure(port, pid, templates, customers)) for _ in range(repeats)]
 
 
 def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[str, int, float]]:
