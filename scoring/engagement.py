@@ -1,7 +1,7 @@
 """The engagement score: features -> six sub-scores -> one score, 0..100, with reasons.
 
 Each configured feature gives a term in -1..1: counts and amounts saturate,
-``1 - math.exp(-value / saturation)``; rates are shares (0..1); answers on a scale are signed
+``1 - exp(-value / saturation)``; rates are shares (0..1); answers on a scale are signed
 around their neutral point; what hurts (bounces, returns, bad experiences, open tickets,
 slow support, withdrawals) is negative. A sub-score is its features' weighted mean,
 positive minus negative, floored at 0 (when the negatives outweigh the positives they

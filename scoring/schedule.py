@@ -148,7 +148,8 @@ def _search(
     momentum_weight = c.momentum_weight
     # math.pow, math.log and math.exp are called by name, never through a local alias:
     # compiled, mypyc calls the C functions on unboxed floats only when it sees the name
-    # (an alias is a Python call with boxed floats: 5.7 against 3.3 us a search).
+    # (an alias is a Python call with boxed floats: 5.8 against 3.3 us a search, by
+    # python -m benchmarks.sweep_cost --parts).
 
     # thresholds.check_time: the bounds, then rising(latest), rising(earliest) and the
     # bisection's midpoints, each compared with the target

@@ -19,6 +19,7 @@
 --         (KPI fields 'a:<counter>' all-time and 'd:<day>:<counter>' per day; day fields
 --          older than the cutoff are deleted once, when it moves, and never written again)
 -- Returns, per part, {1, new_epoch, outbox ids...} or {0, current_epoch} on conflict.
+
 -- ``command`` [key] with ``values`` as its arguments, in chunks that stay far below Lua's
 -- limit on unpack()ed arguments (an even size: MSET and ZADD take pairs).
 local function bulk(command, key, values)
