@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.ab import valkey_server
+from benchmarks.procs import cpu_seconds
 
 SHARDS = 8
 PAGE = 2_000
@@ -49,56 +49,39 @@ class SweepCost:
     redis_commands_us: dict[str, float] = field(default_factory=dict)
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(port: int, server_pid: int, templates_file: Path, customers: int) -> SweepCost:
     """One repeat: write the due customers, then sweep every shard until none is left."""
-    from benchmarks.workload import due_clones, read_templates, write_states
+    from benchmarks.workload import (
+        due_clones,
+        read_templates,
+        still_due,
+        sweep_all,
+        sweeping_scorer,
+        write_states,
+    )
     from scoring.config import load_config
     from streams.cli import settle_heap
-    from streams.intake import Decoder
-    from streams.processor import AlertTopics, Scorer
     from streams.redis_client import connect_redis
     from streams.store import StateStore
 
-    config = load_config(None)
+    shards = list(range(SHARDS))
     client: Any = connect_redis(f"redis://127.0.0.1:{port}/0")
     try:
         await client.flushall()
         store = StateStore(client, f"sweep{time.time_ns()}")
         templates = read_templates(templates_file)
         written = await write_states(store, due_clones(templates, customers, SWEEP_AT), SHARDS)
-        scorer = Scorer(
-            store,
-            Decoder("clickstream", "purchases", "feedback"),
-            {"clickstream", "purchases", "feedback"},
-            config,
-            AlertTopics("churn", "interventions"),
-            shards=SHARDS,
-            clock="wall",
-            wall=lambda: SWEEP_AT,
-        )
         del templates
+        scorer = sweeping_scorer(store, load_config(None), SHARDS, SWEEP_AT)
         settle_heap()
         await client.config_resetstat()
-        redis_began = _cpu_s(server_pid)
+        redis_began = cpu_seconds(server_pid) or 0.0
         began, cpu_began = time.perf_counter(), time.process_time()
-        alerts = 0
-        while True:
-            entries, swept = await scorer.sweep(list(range(SHARDS)), PAGE)
-            alerts += len(entries)
-            if swept < PAGE:
-                break
+        alerts, _ = await sweep_all(scorer, shards, PAGE)
         elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu_began
-        redis_cpu = _cpu_s(server_pid) - redis_began
+        redis_cpu = (cpu_seconds(server_pid) or 0.0) - redis_began
         stats = await client.info("commandstats")
-        still_due = 0
-        for shard in range(SHARDS):
-            still_due += int(await client.zcount(store.keys(shard).due, "-inf", SWEEP_AT))
+        left = await still_due(store, shards, SWEEP_AT)
     finally:
         await client.aclose()
     return SweepCost(
@@ -107,7 +90,7 @@ async def measure(port: int, server_pid: int, templates_file: Path, customers: i
         worker_cpu_us=cpu / written * 1e6,
         redis_cpu_us=redis_cpu / written * 1e6,
         alerts=alerts,
-        still_due=still_due,
+        still_due=left,
         redis_commands_us={
             name.removeprefix("cmdstat_"): s["usec"] / written
             for name, s in stats.items()
@@ -116,13 +99,23 @@ async def measure(port: int, server_pid: int, templates_file: Path, customers: i
     )
 
 
-def run(customers: int, repeats: int, template_customers: int) -> list[SweepCost]:
-    from benchmarks.workload import customer_states, write_templates
+def _templates(count: int) -> list[bytes]:
+    """The stored forms of ``count`` simulated customers, as ``benchmarks.run`` makes its
+    state templates (the full plan's history length and seed)."""
+    from benchmarks.sections import Plan
+    from benchmarks.workload import customer_states
     from scoring.config import load_config
+
+    plan = Plan.full()
+    return customer_states(count, plan.template_days, plan.seed, load_config(None))
+
+
+def run(customers: int, repeats: int, template_customers: int) -> list[SweepCost]:
+    from benchmarks.workload import write_templates
 
     with tempfile.TemporaryDirectory() as tmp:
         templates = Path(tmp) / "templates.jsonl"
-        write_templates(templates, customer_states(template_customers, 60.0, 1, load_config(None)))
+        write_templates(templates, _templates(template_customers))
         with valkey_server() as (port, pid):
             return [asyncio.run(measure(port, pid, templates, customers)) for _ in range(repeats)]
 
@@ -131,7 +124,7 @@ def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[s
     """The sweep's pure parts, timed apart (no Redis): (what, how many, median us each).
     The blobs are the due customers' stored forms; ``sweep_shard`` tells settle-only
     customers (``ShardWrite.settled``) from those it evaluates."""
-    from benchmarks.workload import customer_states, due_clones
+    from benchmarks.workload import due_clones
     from scoring.codec import decode, with_exact_check
     from scoring.config import load_config
     from scoring.engagement import engagement_score
@@ -146,9 +139,7 @@ def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[s
     from streams.sweeper import sweep_shard
 
     config = load_config(None)
-    templates = [
-        CustomerState.from_bytes(b) for b in customer_states(template_customers, 60.0, 1, config)
-    ]
+    templates = [CustomerState.from_bytes(b) for b in _templates(template_customers)]
     blobs = {s.customer_id: s.to_bytes() for s in due_clones(templates, customers, SWEEP_AT)}
     view = ShardView(shard=0, epoch="0", offsets={}, marks={}, customers={})
     write, _ = sweep_shard(view, blobs, SWEEP_AT, SWEEP_AT, config)

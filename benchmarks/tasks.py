@@ -317,10 +317,15 @@ async def run_sweep(spec: dict[str, Any]) -> None:
     has a full page left, once the file ``go`` exists if one is named."""
     from prometheus_client import REGISTRY
 
-    from benchmarks.workload import due_clones, read_templates, write_states
+    from benchmarks.workload import (
+        due_clones,
+        read_templates,
+        still_due,
+        sweep_all,
+        sweeping_scorer,
+        write_states,
+    )
     from scoring.config import load_config
-    from streams.intake import Decoder
-    from streams.processor import AlertTopics, Scorer
     from streams.redis_client import redis_of
     from streams.settings import load_settings
     from streams.store import StateStore
@@ -341,16 +346,7 @@ async def run_sweep(spec: dict[str, Any]) -> None:
         if not spec.get("sweep", True):
             write_json_atomic(Path(spec["out"]), {"customers_written": written})
             return
-        scorer = Scorer(
-            store,
-            Decoder(*settings.input_topics, rerouted=settings.topic_rerouted),
-            set(settings.input_topics),
-            config,
-            AlertTopics(settings.topic_churn_risk, settings.topic_interventions),
-            shards=settings.partitions,
-            clock="wall",
-            wall=lambda: at,
-        )
+        scorer = sweeping_scorer(store, config, settings.partitions, at)
         shards = list(spec.get("shards", range(settings.partitions)))
         Path(f"{spec['out']}.first").write_text(str(time.time()))
         await asyncio.sleep(float(spec.get("pause_s", 0)))  # lets a profiler attach
@@ -359,22 +355,14 @@ async def run_sweep(spec: dict[str, Any]) -> None:
             while not Path(spec["go"]).exists():  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
         swept_before = REGISTRY.get_sample_value("engagement_sweep_customers_total") or 0.0
-        alerts = calls = 0
         started, cpu, started_at = time.perf_counter(), time.process_time(), time.time()
-        while True:
-            entries, swept = await scorer.sweep(shards, settings.sweep_batch)
-            alerts += len(entries)
-            calls += 1
-            if swept < settings.sweep_batch:
-                break
+        alerts, calls = await sweep_all(scorer, shards, settings.sweep_batch)
         elapsed, ended_at = time.perf_counter() - started, time.time()
         cpu_cores = (time.process_time() - cpu) / elapsed
         swept_total = (REGISTRY.get_sample_value("engagement_sweep_customers_total") or 0.0) - (
             swept_before
         )
-        left = 0
-        for s in shards:
-            left += int(await client.zcount(store.keys(s).due, "-inf", at))
+        left = await still_due(store, shards, at)
     finally:
         await client.aclose()
     write_json_atomic(

@@ -17,6 +17,7 @@ from scoring.config import ScoringConfig
 from scoring.engine import apply_event, evaluate_due
 from scoring.state import CustomerState
 from streams.intake import Decoder, Record, shard_of
+from streams.processor import AlertTopics, Scorer
 from streams.simulator import SimEvent, encode, generate, summary
 from streams.store import ShardWrite, StateStore, offset_field
 
@@ -147,3 +148,35 @@ async def write_states(
     if pending:
         await flush()
     return written + buffered
+
+
+def sweeping_scorer(store: StateStore, config: ScoringConfig, shards: int, at: float) -> Scorer:
+    """A Scorer on the wall clock stopped at ``at``, to sweep ``store`` with. A sweep reads
+    no record and the benchmarks publish nothing: the topic names are placeholders."""
+    return Scorer(
+        store,
+        Decoder("clickstream", "purchases", "feedback"),
+        {"clickstream", "purchases", "feedback"},
+        config,
+        AlertTopics("churn", "interventions"),
+        shards=shards,
+        clock="wall",
+        wall=lambda: at,
+    )
+
+
+async def sweep_all(scorer: Scorer, shards: Sequence[int], page: int) -> tuple[int, int]:
+    """``Scorer.sweep`` of ``shards`` as the worker's sweep timer calls it, until no shard
+    has a full page left: (alerts written, calls)."""
+    alerts = calls = 0
+    while True:
+        entries, swept = await scorer.sweep(shards, page)
+        alerts += len(entries)
+        calls += 1
+        if swept < page:
+            return alerts, calls
+
+
+async def still_due(store: StateStore, shards: Iterable[int], at: float) -> int:
+    """How many customers of ``shards`` have a check due at ``at`` or before."""
+    return sum([int(await store.client.zcount(store.keys(s).due, "-inf", at)) for s in shards])

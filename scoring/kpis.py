@@ -125,12 +125,9 @@ def flag_changes(before: CustomerState, after: CustomerState) -> dict[str, float
     (the scorer moves every customer of a batch): the same values, the same subtractions."""
     out: dict[str, float] = {}
     old, new = before.counts, after.counts
-    for name, (b, a) in (
-        ("sessions", (old.get("sessions", 0), new.get("sessions", 0))),
-        ("orders", (old.get("orders", 0), new.get("orders", 0))),
-    ):
+    for counter, (first, repeat) in _LADDERS.items():
+        b, a = old.get(counter, 0), new.get(counter, 0)
         if a != b:
-            first, repeat = _LADDERS[name]
             _step(out, first, b >= 1, a >= 1)
             _step(out, repeat, b > 1, a > 1)
     if before.products_bought != after.products_bought:
