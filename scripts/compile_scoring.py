@@ -39,6 +39,8 @@ COMPILED = (
     "features",
     "engine",
     "shards",
+    "value",
+    "kpis",
 )
 BUILD_DIR = Path(".engagement/compiled")
 MANIFEST = Path("scoring/compiled.json")

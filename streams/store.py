@@ -27,6 +27,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
+from scoring.codec import decode as decode_state
+from scoring.codec import encode as encode_state
 from scoring.state import CustomerState
 
 # One call of commit_shard.lua, or one shard's part of it: (keys, arguments).
@@ -165,9 +167,8 @@ class StateStore:
 
     async def read(self, wanted: Mapping[int, Sequence[str]]) -> dict[int, ShardView]:
         """Meta and customer states of every shard in ``wanted``: one round trip."""
-        decode = CustomerState.from_bytes
         return {
-            shard: replace(view, customers={c: decode(b) for c, b in blobs.items()})
+            shard: replace(view, customers={c: decode_state(b) for c, b in blobs.items()})
             for shard, (view, blobs) in (await self.read_stored(wanted)).items()
         }
 
@@ -364,7 +365,7 @@ def _commit_call(keys: ShardKeys, w: ShardWrite) -> Call:
         args.extend((name, repr(mark)))
     args.append(str(len(customer_ids)))
     encoded, states, settled = w.encoded, w.states, w.settled
-    args.extend(encoded.get(c) or s.to_bytes() for c, s in states.items())
+    args.extend(encoded.get(c) or encode_state(s) for c, s in states.items())
     args.extend(blob for blob, _ in settled.values())
     args.append(str(len(customer_ids)))
     for c, s in states.items():

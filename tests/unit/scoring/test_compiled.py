@@ -18,11 +18,13 @@ import scoring.codec
 import scoring.engagement
 import scoring.engine
 import scoring.features
+import scoring.kpis
 import scoring.schedule
 import scoring.scores
 import scoring.shards
 import scoring.stored
 import scoring.thresholds
+import scoring.value
 
 ROOT = Path(scoring.__file__).resolve().parent.parent
 COMPILED_BY_MAKE = {
@@ -30,11 +32,13 @@ COMPILED_BY_MAKE = {
     scoring.engagement,
     scoring.engine,
     scoring.features,
+    scoring.kpis,
     scoring.schedule,
     scoring.scores,
     scoring.shards,
     scoring.stored,
     scoring.thresholds,
+    scoring.value,
 }
 
 
