@@ -55,9 +55,10 @@ class Runtime:
     alerts: AlertDelivery
     # Outbox entries seen by the previous relay pass, per shard.
     outbox_seen: dict[int, set[str]] = field(default_factory=dict)
-    # Acknowledges a record's token (a Faust event or message) once reading has started;
-    # the tokens of records read and not acknowledged yet wait in ``acks``.
-    ack: Callable[[Any], Awaitable[Any]] | None = None
+    # Acknowledges finished records' tokens (Faust events or messages), in order, once
+    # reading has started: one await per batch, not per record. The tokens of records read
+    # and not acknowledged yet wait in ``acks``.
+    ack: Callable[[list[Any]], Awaitable[None]] | None = None
     acks: InOrderAcks = field(default_factory=InOrderAcks)
     # Highest dead-lettered or rerouted offset per partition not yet recorded in Redis.
     delivered: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -85,8 +86,7 @@ class Runtime:
         # dead letters done would skip those. Asked before finish() lets them go.
         delivered = [d.record for d in outcome.dead_letters] + [r.record for r in outcome.reroutes]
         held = self.acks.known(delivered) if delivered else []
-        for token in self.acks.finish(outcome.done):
-            await self.ack(token)
+        await self.ack(self.acks.finish(outcome.done))
         await self.record_delivered(held)
 
     async def record_delivered(self, records: Sequence[Record]) -> None:
@@ -332,8 +332,10 @@ def _read_inputs(rt: Runtime, inputs: Any) -> None:
     if batches:
         metrics.INGEST_PATH.labels("batches").set(1)
 
-        async def ack_message(message: Any) -> bool:
-            return bool(app.consumer.ack(message))
+        async def ack_messages(messages: list[Any]) -> None:
+            ack = app.consumer.ack
+            for message in messages:
+                ack(message)
 
         async def handle(messages: list[Any]) -> None:
             try:
@@ -348,7 +350,7 @@ def _read_inputs(rt: Runtime, inputs: Any) -> None:
         reader.install(inputs)
 
         async def read_batches() -> None:
-            rt.ack = ack_message
+            rt.ack = ack_messages
             await reader.run()
 
         app.task(read_batches)
@@ -357,7 +359,11 @@ def _read_inputs(rt: Runtime, inputs: Any) -> None:
     metrics.INGEST_PATH.labels("agent").set(1)
 
     async def score(stream: Any) -> AsyncIterator[None]:
-        rt.ack = stream.ack
+        async def ack_events(events: list[Any]) -> None:
+            for event in events:
+                await stream.ack(event)
+
+        rt.ack = ack_events
         async for events in stream.noack_take(
             settings.batch_max_events, within=settings.batch_within_s
         ):
@@ -386,14 +392,12 @@ async def _stop_if_state_lost(work: Awaitable[T]) -> T:
 
 
 def _record(message: Any) -> Record:
-    headers = message.headers or ()
-    if isinstance(headers, dict):
-        headers = headers.items()
+    headers = message.headers
     return Record(
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         key=message.key,
         value=message.value,
-        headers={k: v for k, v in headers},
+        headers=dict(headers) if headers else {},
     )

@@ -58,6 +58,12 @@ class Decoder:
             purchases: PurchaseEvent,
             feedback: FeedbackEvent,
         }
+        # Each model's validator, called as model_validate_json does without its Python
+        # wrapper (0.7 of the 4.3 us a clickstream event takes to validate here).
+        self._validate_json = {
+            topic: model.__pydantic_validator__.validate_json
+            for topic, model in self.models.items()
+        }
         self.rerouted = rerouted
 
     def source_topic(self, record: Record) -> str:
@@ -71,13 +77,13 @@ class Decoder:
 
     def decode(self, record: Record) -> InputEvent:
         source = self.source_topic(record)
-        model = self.models.get(source)
-        if model is None:
+        validate_json = self._validate_json.get(source)
+        if validate_json is None:
             raise RejectedRecord(f"no event model for topic {source!r}")
         if record.value is None:
             raise RejectedRecord("empty message value (tombstone)")
         try:
-            event = model.model_validate_json(record.value)
+            event = validate_json(record.value)
         except ValidationError as exc:
             raise RejectedRecord(_describe(exc)) from None
         assert isinstance(event, _EVENT_MODELS)
