@@ -19,7 +19,7 @@ from scoring.config import ScoringConfig
 from streams import metrics
 from streams.acks import InOrderAcks
 from streams.assignment import MissingTopicsWatch, check_worker_consumer
-from streams.batches import BatchReader, drain_is_known
+from streams.batches import BatchReader, ack_all, drain_is_known
 from streams.delivery import AlertDelivery
 from streams.fetching import FetchPolicy, set_fetching
 from streams.intake import Record
@@ -333,9 +333,7 @@ def _read_inputs(rt: Runtime, inputs: Any) -> None:
         metrics.INGEST_PATH.labels("batches").set(1)
 
         async def ack_messages(messages: list[Any]) -> None:
-            ack = app.consumer.ack
-            for message in messages:
-                ack(message)
+            ack_all(app.consumer, messages)
 
         async def handle(messages: list[Any]) -> None:
             try:
