@@ -23,49 +23,71 @@ Key = tuple[str, int, int]
 
 
 class InOrderAcks:
+    """Kept per partition (offset -> token): the worker reads and finishes records a
+    batch at a time, and a key per record made of its partition and offset cost as much
+    as the bookkeeping itself."""
+
     def __init__(self) -> None:
-        # (topic, partition, offset) -> the stream event, for every record read and not
-        # acknowledged yet (finished or not).
-        self.events: dict[Key, Any] = {}
-        self._offsets: dict[TP, list[int]] = {}  # heap of offsets read, per partition
+        # Per partition: offset -> the stream event, for every record read and not
+        # acknowledged yet (finished or not); a heap of those offsets; the finished ones.
+        self._tokens: dict[TP, dict[int, Any]] = {}
+        self._offsets: dict[TP, list[int]] = {}
         self._finished: dict[TP, set[int]] = {}
 
     def __len__(self) -> int:
-        return len(self.events)
+        return sum(map(len, self._tokens.values()))
+
+    @property
+    def events(self) -> list[Key]:
+        """(topic, partition, offset) of every record read and not acknowledged yet."""
+        return [(*tp, offset) for tp, tokens in self._tokens.items() for offset in tokens]
 
     def read(self, record: Record, event: Any) -> None:
-        key = (record.topic, record.partition, record.offset)
-        if key not in self.events:
-            heapq.heappush(self._offsets.setdefault(key[:2], []), record.offset)
-        # A record read again (after a seek back) is acknowledged through its newest event.
-        self.events[key] = event
+        self.read_all([record], [event])
+
+    def read_all(self, records: Iterable[Record], events: Iterable[Any]) -> None:
+        """``read`` of each record with its event, in turn."""
+        all_tokens = self._tokens
+        for record, event in zip(records, events, strict=True):
+            tp = (record.topic, record.partition)
+            tokens = all_tokens.get(tp)
+            if tokens is None:
+                tokens = all_tokens[tp] = {}
+                self._offsets[tp], self._finished[tp] = [], set()
+            offset = record.offset
+            if offset not in tokens:
+                heapq.heappush(self._offsets[tp], offset)
+            # A record read again (after a seek back) is acknowledged through its newest event.
+            tokens[offset] = event
 
     def known(self, records: Iterable[Record]) -> list[Record]:
         """Those of ``records`` read and not acknowledged yet (a record of a partition
         revoked since it was read is not: its next owner reads it again)."""
-        events = self.events
-        return [r for r in records if (r.topic, r.partition, r.offset) in events]
+        all_tokens = self._tokens
+        return [r for r in records if r.offset in all_tokens.get((r.topic, r.partition), ())]
 
     def finish(self, records: Iterable[Record]) -> list[Any]:
         """Note ``records`` as finished; the events that may be acknowledged now, each
         partition's in offset order."""
+        all_tokens, all_finished = self._tokens, self._finished
         touched: set[TP] = set()
         for r in records:
-            if (r.topic, r.partition, r.offset) in self.events:
-                self._finished.setdefault((r.topic, r.partition), set()).add(r.offset)
-                touched.add((r.topic, r.partition))
+            tp = (r.topic, r.partition)
+            tokens = all_tokens.get(tp)
+            if tokens is not None and r.offset in tokens:
+                all_finished[tp].add(r.offset)
+                touched.add(tp)
         ready = []
         for tp in touched:
-            offsets, finished = self._offsets[tp], self._finished[tp]
+            offsets, finished, tokens = self._offsets[tp], all_finished[tp], all_tokens[tp]
             while offsets and offsets[0] in finished:
                 offset = heapq.heappop(offsets)
                 finished.discard(offset)
-                ready.append(self.events.pop((*tp, offset)))
+                ready.append(tokens.pop(offset))
         return ready
 
     def forget(self, tp: TP) -> None:
         """The partition was revoked: its records will be read again by its next owner."""
+        self._tokens.pop(tp, None)
         self._offsets.pop(tp, None)
         self._finished.pop(tp, None)
-        for key in [k for k in self.events if k[:2] == tp]:
-            del self.events[key]

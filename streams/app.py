@@ -112,11 +112,8 @@ class Runtime:
     async def score(self, messages: Sequence[Any], tokens: Sequence[Any]) -> None:
         """Score the records of ``messages``; ``tokens`` acknowledge them, one each."""
         started = time.perf_counter()
-        records = []
-        for message, token in zip(messages, tokens, strict=True):
-            record = _record(message)
-            self.acks.read(record, token)
-            records.append(record)
+        records = [_record(message) for message in messages]
+        self.acks.read_all(records, tokens)
         await _stop_if_state_lost(self.finish_batch(records))
         metrics.BATCH_EVENTS.observe(len(records))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -391,11 +388,12 @@ async def _stop_if_state_lost(work: Awaitable[T]) -> T:
 
 def _record(message: Any) -> Record:
     headers = message.headers
+    # positionally: keywords cost a third more, once per record
     return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=dict(headers) if headers else {},
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        dict(headers) if headers else {},
     )
