@@ -46,7 +46,6 @@ async def _publish(events: list[SimEvent], settings: Settings) -> None:
 
 
 def compare(tree: Path, repeats: int, smoke: bool) -> dict[str, Any]:
-    here = procs.REPO
     plan = sections.Plan.smoke_plan() if smoke else sections.Plan.full()
     plan = replace(plan, repeats=repeats)
     events = workload.replay(plan.customers, plan.days, plan.seed)
@@ -72,14 +71,10 @@ def compare(tree: Path, repeats: int, smoke: bool) -> dict[str, Any]:
             inputs = f"{ctx.token}r{rep}"
             sections.empty_redis(ctx)
             asyncio.run(_publish(events, sections.settings_of(ctx.env(inputs, inputs, inputs))))
-            order = [("this", here), ("other", tree.resolve())]
+            order = [("this", procs.REPO), ("other", tree.resolve())]
             for name, root in order if rep % 2 == 0 else order[::-1]:
-                # Procs starts every process in procs.REPO: the other tree's modules load.
-                procs.REPO = root
-                try:
+                with running.started_in(root):
                     result = sections.scorer_run(ctx, f"{inputs}-{name}", inputs, 1, len(events))
-                finally:
-                    procs.REPO = here
                 runs[name].append(result["events_per_s"])
                 print(f"repeat {rep + 1} {name:5}: {result['events_per_s']:>9,.0f} events/s")
     ratios = [a / b for a, b in zip(runs["this"], runs["other"], strict=True)]

@@ -11,7 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,9 +190,21 @@ class Procs:
         self.live: list[Proc] = []
         self.stopping: list[Proc] = []
         self._seq = 0
+        # Where processes start (``python -m`` imports from there): this checkout, or
+        # another one for the time of ``started_in``.
+        self.root = REPO
 
     def __enter__(self) -> Procs:
         return self
+
+    @contextmanager
+    def started_in(self, root: Path) -> Iterator[None]:
+        """Processes started meanwhile run another checkout's modules (from ``root``)."""
+        before, self.root = self.root, root
+        try:
+            yield
+        finally:
+            self.root = before
 
     def __exit__(self, *exc: object) -> None:
         self._terminate([*self.live, *self.stopping])
@@ -215,7 +228,7 @@ class Procs:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                cwd=REPO,
+                cwd=self.root,
             )
         proc = Proc(name, process, log, port)
         self.live.append(proc)

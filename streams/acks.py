@@ -42,11 +42,8 @@ class InOrderAcks:
         """(topic, partition, offset) of every record read and not acknowledged yet."""
         return [(*tp, offset) for tp, tokens in self._tokens.items() for offset in tokens]
 
-    def read(self, record: Record, event: Any) -> None:
-        self.read_all([record], [event])
-
     def read_all(self, records: Iterable[Record], events: Iterable[Any]) -> None:
-        """``read`` of each record with its event, in turn."""
+        """Note each record as read, with the event that acknowledges it."""
         all_tokens = self._tokens
         for record, event in zip(records, events, strict=True):
             tp = (record.topic, record.partition)

@@ -12,8 +12,7 @@ def rec(offset: int, topic: str = "clicks", partition: int = 0) -> Record:
 
 def reading(*records: Record) -> InOrderAcks:
     acks = InOrderAcks()
-    for r in records:
-        acks.read(r, f"{r.topic}:{r.partition}:{r.offset}")
+    acks.read_all(records, [f"{r.topic}:{r.partition}:{r.offset}" for r in records])
     return acks
 
 
@@ -34,7 +33,7 @@ def test_partitions_do_not_wait_for_each_other() -> None:
 
 def test_a_record_read_again_is_acknowledged_once_through_its_newest_event() -> None:
     acks = reading(rec(3), rec(4))
-    acks.read(rec(3), "again")  # Faust sought back and delivered it a second time
+    acks.read_all([rec(3)], ["again"])  # Faust sought back and delivered it a second time
     assert acks.finish([rec(3)]) == ["again"]
     assert acks.finish([rec(3), rec(4)]) == ["clicks:0:4"]
     assert len(acks) == 0
