@@ -133,14 +133,15 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 SWEEP_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("due customers: ZRANGEBYSCORE per shard", ("StateStore.due_customers (",)),
     ("read: MGET", ("StateStore.read_stored (", "StateStore.read (")),
-    ("read the fields settling needs from the blob", ("check_inputs (",)),
+    ("read the fields settling needs from the blob", ("stored_fields (", "check_inputs (")),
     ("decode the stored states", ("decode (",)),
     ("commit: to_bytes, script arguments, EVALSHA", ("StateStore.commit (",)),
     (
         "settle: search for the exact check time",
-        ("settle (", "exact_check_at (", "settled_check_at ("),
+        ("settle (", "exact_check_at (", "settled_check_at (", "_search ("),
     ),
     ("patch the stored blob's check time", ("with_exact_check (",)),
+    ("settle loop over a shard's blobs", ("settle_stored (",)),
     ("churn evaluation at the due time (+ alerts)", ("_evaluate_churn (",)),
     ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
     (
@@ -156,7 +157,7 @@ INSIDE: dict[str, tuple[str, tuple[str, ...]]] = {
     "alerts": ("apply_event", ("replace", "_evaluate_churn", "churn_risk", "_intervene",
                                "BaseModel.__init__", "engagement_score", "alert_id", "_fold",
                                "CustomerState.new")),
-    "sweep": ("Scorer._sweep", ("settle", "settled_check_at", "check_inputs", "rising_terms",
+    "sweep": ("Scorer._sweep", ("settle", "settle_stored", "stored_fields", "rising_terms",
                                 "replace", "StateStore.read", "CustomerState.from_bytes",
                                 "StateStore.commit", "CustomerState.to_bytes",
                                 "AbstractConnection.pack_command", "_evaluate_churn")),

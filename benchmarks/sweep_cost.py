@@ -129,7 +129,7 @@ def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[s
     from scoring.config import load_config
     from scoring.engagement import engagement_score
     from scoring.engine import sweep_due
-    from scoring.schedule import settled_check_at
+    from scoring.schedule import settle_stored, settled_check_at
     from scoring.scores import churn_risk
     from scoring.state import CustomerState
     from scoring.stored import check_inputs
@@ -171,6 +171,8 @@ def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[s
     timed: list[tuple[str, int, Callable[[], object]]] = [
         ("settle-only: sweep_shard", len(settle_only),
          lambda: sweep_shard(view, settled_blobs, at, at, config)),
+        ("settle-only: settle_stored", len(settle_only),
+         lambda: settle_stored(settled_blobs, at, config)),
         ("settle-only: check_inputs", len(settle_only), each(check_inputs, settle_only)),
         ("settle-only: settled_check_at", len(inputs),
          each(lambda i: settled_check_at(i, config), inputs)),

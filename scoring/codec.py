@@ -32,15 +32,19 @@ import struct
 from collections.abc import Callable
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from scoring.features import ALERT_KINDS, COUNT_NAMES, DECAYED_FEATURES, TIERS
 from scoring.state import CustomerState, build_state
 
-VERSION = 2
-_F_EXACT, _F_CONVERTED, _F_EXTRAS, _F_BUYER, _F_ACTIVITY = 1, 2, 8, 16, 32
+VERSION: Final = 2
+_F_EXACT: Final = 1
+_F_CONVERTED: Final = 2
+_F_EXTRAS: Final = 8
+_F_BUYER: Final = 16
+_F_ACTIVITY: Final = 32
 _HEAD = struct.Struct("<BBBBIIQHHBH6d")
 _BUYER = struct.Struct("<iiidddQQQ")
 _ACTIVITY = struct.Struct("<IdIbiQB")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.state import DAY_S, REBASE_EXPONENT, CustomerState, bit_of, day_floor, evolver
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 # Momentum levels and bad experiences have their own half-lives; every other decayed
 # feature uses engagement.half_life_days unless engagement.feature_half_life_days says.
-ACTIVITY_SHORT = "short"
-ACTIVITY_LONG = "long"
-BAD_EXPERIENCES = "bad"
+ACTIVITY_SHORT: Final = "short"
+ACTIVITY_LONG: Final = "long"
+BAD_EXPERIENCES: Final = "bad"
 DECAYED_FEATURES: tuple[str, ...] = (
     ACTIVITY_SHORT,
     ACTIVITY_LONG,

@@ -38,6 +38,7 @@ three parts is.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Final
 
 from scoring.state import CustomerState
 
@@ -67,7 +68,7 @@ CUSTOMER_COUNTERS = (
     "multi_product",
     "clv_sum",
 )
-TIER_PREFIX = "tier_"
+TIER_PREFIX: Final = "tier_"
 
 RATE_KPIS = (
     "nps",

@@ -14,11 +14,11 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
 
-DAY_S = 86_400.0
+DAY_S: Final = 86_400.0
 REBASE_EXPONENT = 400.0
 # Linear counting over a 64-bit bitmap: n ~ -m ln(zeros / m); a full map reads as this.
 _BITMAP_BITS = 64

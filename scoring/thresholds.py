@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from scoring.config import ChurnThresholds, ScoringConfig
 from scoring.scores import (
@@ -21,7 +22,7 @@ from scoring.scores import (
 )
 from scoring.state import DAY_S, CustomerState
 
-_CHECK_RESOLUTION_S = 60.0
+_CHECK_RESOLUTION_S: Final = 60.0
 
 
 def threshold_of(level: int, thresholds: ChurnThresholds) -> float:

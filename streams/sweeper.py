@@ -2,10 +2,10 @@
 
 Most due customers are only settled: their stored check time was a cheap lower bound
 (``thresholds.earliest_check_at``), the exact one turns out later, and nothing else about
-them changes. Those are settled from the few fields settling reads of the stored blob
-(``scoring.stored.check_inputs``, ``scoring.schedule.settled_check_at``), the blob is
-patched in place (``codec.with_exact_check``) and written back as ``ShardWrite.settled``:
-the state is never decoded, which cost more than settling it. Every other customer is
+them changes. Those are settled from the few fields settling reads of the stored blob,
+the blob patched in place and written back as ``ShardWrite.settled``, all in one compiled
+loop (``scoring.schedule.settle_stored``): the state is never decoded, which cost more
+than settling it. Every other customer is
 decoded and run through ``engine.sweep_due``, as all were before. Both give the same
 bytes, check times and alerts (tests/unit/streams/test_sweeper.py compares them with the
 plain sweep).
@@ -13,13 +13,10 @@ plain sweep).
 
 from __future__ import annotations
 
-import math
-
 from scoring.codec import decode, with_exact_check
 from scoring.config import ScoringConfig
 from scoring.engine import Alert, sweep_due
-from scoring.schedule import settled_check_at
-from scoring.stored import check_inputs
+from scoring.schedule import settle_stored
 from streams.kpis import KpiDelta
 from streams.store import ShardView, ShardWrite
 
@@ -30,29 +27,13 @@ def sweep_shard(
     """One shard's due customers evaluated at ``now`` (as stored: ``blobs``): the write
     (without its outbox triples) and the alerts."""
     write = ShardWrite(shard=view.shard, expected_epoch=view.epoch)
-    states, encoded, settled = write.states, write.encoded, write.settled
+    states, encoded = write.states, write.encoded
     alerts: list[Alert] = []
     kpi = KpiDelta()
-    nan = math.nan
-    for customer_id, raw in blobs.items():
-        # ``engine.settle``'s time, from the stored fields; NaN when not settled that way
-        # (nothing to settle, a state check_inputs does not read, or one whose purchases
-        # the model refuses: settling the decoded state reports why)
-        exact: float | None = nan
-        inputs = check_inputs(raw)
-        if (
-            inputs is not None
-            and not inputs.check_exact
-            and (due := inputs.next_check_at) is not None
-            and due <= now
-        ):
-            exact = settled_check_at(inputs, config)
-            if exact is None or exact > now:
-                # Settled and not due: only the check time moves, which no KPI counts.
-                patched = with_exact_check(raw, exact)
-                if patched is not None:  # always: check_inputs reads the compact form only
-                    settled[customer_id] = (patched, exact)
-                    continue
+    settled, rest = settle_stored(blobs, now, config)
+    write.settled = settled
+    for customer_id, exact in rest.items():
+        raw = blobs[customer_id]
         state = decode(raw)
         start = state
         if exact == exact:

@@ -19,13 +19,14 @@ from functools import cache
 
 from churn_states import churn_states
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.codec import encode, with_exact_check
 from scoring.config import ScoringConfig, load_config, load_profile
 from scoring.engine import apply_event, evaluate_due, sweep_due
 from scoring.model import BgNbdParams, ModelParams
-from scoring.schedule import exact_check_at, settled_check_at
+from scoring.schedule import exact_check_at, settle_stored, settled_check_at
 from scoring.scores import rising_terms
 from scoring.state import DAY_S, CustomerState
 from scoring.stored import check_inputs
@@ -191,3 +192,81 @@ def test_arbitrary_states_settle_the_same_from_their_blob(
         assert settled is not None and math.isnan(settled)
         return
     assert same(settled, exact_check_at(state, state.evaluated_at, config))
+
+
+def settled_one_by_one(
+    blobs: dict[str, bytes], now: float, config: ScoringConfig
+) -> tuple[dict[str, tuple[bytes, float | None]], dict[str, float | None]]:
+    """The definition of settle_stored: check_inputs, settled_check_at and
+    with_exact_check, customer by customer, as the sweeper called them before."""
+    settled: dict[str, tuple[bytes, float | None]] = {}
+    rest: dict[str, float | None] = {}
+    for customer_id, raw in blobs.items():
+        exact: float | None = math.nan
+        inputs = check_inputs(raw)
+        due = None if inputs is None else inputs.next_check_at
+        if inputs is not None and not inputs.check_exact and due is not None and due <= now:
+            exact = settled_check_at(inputs, config)
+            if exact is None or exact > now:
+                patched = with_exact_check(raw, exact)
+                assert patched is not None
+                settled[customer_id] = (patched, exact)
+                continue
+        rest[customer_id] = exact
+    return settled, rest
+
+
+def assert_settled_alike(blobs: dict[str, bytes], now: float, config: ScoringConfig) -> None:
+    got_settled, got_rest = settle_stored(blobs, now, config)
+    want_settled, want_rest = settled_one_by_one(blobs, now, config)
+    assert list(got_settled) == list(want_settled)
+    assert list(got_rest) == list(want_rest)  # in the order of the blobs
+    for c, (blob, check) in got_settled.items():
+        assert blob == want_settled[c][0] and same(check, want_settled[c][1]), c
+    for c, check in got_rest.items():
+        assert same(check, want_rest[c]), c
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    case=churn_states(CONFIGS, START.timestamp(), purchase_span_from=-3),
+    data=st.data(),
+)
+def test_a_shard_settles_as_its_customers_do_one_by_one(
+    case: tuple[ScoringConfig, float, CustomerState], data: st.DataObject
+) -> None:
+    """settle_stored, one compiled loop over a shard's blobs, against the definition:
+    lower bounds due or not, exact check times, none scheduled, and blobs it does not
+    read (the JSON form, extras, truncated)."""
+    config, at, state = case
+    offsets = st.floats(-40 * DAY_S, 40 * DAY_S)
+    check = data.draw(st.one_of(st.none(), offsets.map(lambda d: at + d)))
+    lower_bound = replace(state, next_check_at=check, check_exact=data.draw(st.booleans()))
+    raw = encode(lower_bound)
+    blobs = {
+        "stored": raw,
+        "exact": encode(replace(lower_bound, customer_id="exact", check_exact=True)),
+        "extras": encode(replace(lower_bound, customer_id="extras", counts={"old": 1})),
+        "json": b'{"c": "json"}',
+        "truncated": raw[:-1],
+    }
+    assert_settled_alike(blobs, at + data.draw(offsets), config)
+
+
+def test_settling_a_shard_is_not_vacuous() -> None:
+    """Every way a customer leaves settle_stored, on simulated customers."""
+    config = CONFIGS["fitted"]
+    states = history_states("fitted")[::5]
+    blobs = {
+        f"{i}": encode(replace(s, customer_id=f"{i}", check_exact=i % 4 == 0))
+        for i, s in enumerate(states)
+        if s.next_check_at is not None
+    }
+    kinds = set()
+    for days in (0.0, 2.0, 10.0, 40.0):
+        now = max(s.evaluated_at for s in states) + days * DAY_S
+        assert_settled_alike(blobs, now, config)
+        settled, rest = settle_stored(blobs, now, config)
+        kinds.add("settled" if settled else "none settled")
+        kinds.update("due" if t == t else "left" for t in rest.values())
+    assert {"settled", "due", "left"} <= kinds
