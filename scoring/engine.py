@@ -27,7 +27,7 @@ from scoring.schedule import exact_check_at
 from scoring.scores import (
     LEVEL_NAMES,
     alive_probability,
-    churn_risk,
+    churn_assessment,
     churn_terms,
     engagement_score,
 )
@@ -49,6 +49,8 @@ _EVALUATED = (
     "check_exact",
 )
 _complete_evaluation = completer(*_EVALUATED)
+# Every inactivity alert's trigger: a frozen model, made once (the sweep makes thousands).
+_INACTIVITY = Trigger(source="inactivity", event_id=None)
 _complete_alerted = completer("last_alert_at")
 
 
@@ -211,7 +213,7 @@ def _evaluate_churn(
     if decision.alert_level is not None:
         churn_alerts += 1
         last_alert_at = {**last_alert_at, "churn_risk": at}
-        assessment = churn_risk(state, at, config)
+        assessment = churn_assessment(state, at, config, terms)
         alert = ChurnRiskAlert(
             alert_id=alert_id(state.customer_id, "churn_risk", str(churn_alerts)),
             customer_id=state.customer_id,
@@ -221,9 +223,7 @@ def _evaluate_churn(
             threshold=threshold_of(decision.alert_level, thresholds),
             engagement_score=engagement_score(state, at, config),
             reasons=list(assessment.reasons),
-            trigger=Trigger(
-                source="inactivity" if event_id is None else "event", event_id=event_id
-            ),
+            trigger=_INACTIVITY if event_id is None else Trigger(source="event", event_id=event_id),
             occurred_at=_dt(occurred_at),
             emitted_at=_dt(emitted_at),
             p_alive=assessment.p_alive,

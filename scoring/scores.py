@@ -128,13 +128,19 @@ def churn_value(state: CustomerState, at: float, config: ScoringConfig) -> float
 
 
 class ChurnTerms(NamedTuple):
-    """What one evaluation computes of churn_risk, for the schedule to reuse:
-    ``churn_value``, ``bad_experience_term`` and ``alive_inputs`` at the same time (a
-    named tuple: one is made per evaluation, a frozen dataclass costs twice as much)."""
+    """What one evaluation computes of churn_risk, for the schedule and an alert's reasons
+    to reuse: ``churn_value``, ``bad_experience_term`` and ``alive_inputs`` at the same
+    time, and the parts ``churn_risk`` reports (a named tuple: one is made per
+    evaluation, a frozen dataclass costs twice as much)."""
 
     risk: float
     bad_experiences: float
     alive: AliveInputs | None
+    recency: float
+    p_alive: float | None
+    falling_momentum: float
+    silent_days: float
+    open_tickets: int
 
 
 def churn_terms(state: CustomerState, at: float, config: ScoringConfig) -> ChurnTerms:
@@ -182,16 +188,63 @@ def churn_terms(state: CustomerState, at: float, config: ScoringConfig) -> Churn
     bad = 1.0 - math.exp(-load / c.bad_experience_saturation)
     risk = rising + c.bad_experience_weight * bad
     floored = risk if risk > 0.0 else 0.0
-    return ChurnTerms(floored if floored < 1.0 else 1.0, bad, inputs)
+    return ChurnTerms(
+        floored if floored < 1.0 else 1.0,
+        bad,
+        inputs,
+        recency,
+        alive,
+        falling,
+        silent_days,
+        tickets,
+    )
 
 
 def churn_risk(state: CustomerState, at: float, config: ScoringConfig) -> ChurnAssessment:
+    return _assessment(
+        state,
+        at,
+        config,
+        _recency(state, at, config),
+        alive_probability(state, at, config),
+        max(0.0, -momentum(state, at, config)),
+        bad_experience_term(state, at, config),
+        max(0.0, at - state.last_seen) / DAY_S,
+        open_tickets(state),
+    )
+
+
+def churn_assessment(
+    state: CustomerState, at: float, config: ScoringConfig, terms: ChurnTerms
+) -> ChurnAssessment:
+    """``churn_risk(state, at, config)`` to the bit, from the state's ``churn_terms`` at
+    ``at``, which the evaluation computed already (an alert's reasons would compute them
+    a second time)."""
+    return _assessment(
+        state,
+        at,
+        config,
+        terms.recency,
+        terms.p_alive,
+        terms.falling_momentum,
+        terms.bad_experiences,
+        terms.silent_days,
+        terms.open_tickets,
+    )
+
+
+def _assessment(
+    state: CustomerState,
+    at: float,
+    config: ScoringConfig,
+    recency: float,
+    alive: float | None,
+    falling: float,
+    bad: float,
+    silent_days: float,
+    tickets: int,
+) -> ChurnAssessment:
     c = config.churn
-    recency = _recency(state, at, config)
-    alive = alive_probability(state, at, config)
-    falling = max(0.0, -momentum(state, at, config))
-    bad = bad_experience_term(state, at, config)
-    silent_days = max(0.0, at - state.last_seen) / DAY_S
     reasons = [
         Reason(
             factor="recency",
@@ -205,19 +258,19 @@ def churn_risk(state: CustomerState, at: float, config: ScoringConfig) -> ChurnA
         ),
         Reason(
             factor="bad_experiences",
-            detail=f"recent bad experiences and {open_tickets(state)} open tickets weigh "
+            detail=f"recent bad experiences and {tickets} open tickets weigh "
             f"{bad:.2f} of the maximum",
             contribution=c.bad_experience_weight * bad,
         ),
     ]
     if alive is not None:
-        inputs = alive_inputs(state, at, config)
-        assert inputs is not None
+        # p_alive is known once the customer has repeat purchase days (alive_inputs' x)
+        repeat_days = state.purchase_days - 1
         since = (at - state.last_purchase_day * DAY_S) / DAY_S
         reasons.append(
             Reason(
                 factor="p_alive",
-                detail=f"probability still a customer {alive:.2f} (BG/NBD: {inputs.x} repeat "
+                detail=f"probability still a customer {alive:.2f} (BG/NBD: {repeat_days} repeat "
                 f"purchase days, the last {since:.0f} days ago)",
                 contribution=c.alive_weight * (1.0 - alive),
             )
@@ -240,6 +293,7 @@ __all__ = [
     "ChurnTerms",
     "alive_inputs",
     "alive_probability",
+    "churn_assessment",
     "churn_risk",
     "churn_terms",
     "churn_value",

@@ -18,6 +18,7 @@ from scoring.model import BgNbdParams, ModelParams
 from scoring.scores import (
     alive_inputs,
     bad_experience_term,
+    churn_assessment,
     churn_risk,
     churn_terms,
     churn_value,
@@ -178,3 +179,48 @@ def test_churn_terms_are_the_separate_terms_to_the_bit(
         alone = earliest_check_at(state, at, config, armed, None)
         shared = earliest_check_at(state, at, config, armed, None, terms)
         assert alone == shared
+
+
+def same_or_none(a: float | None, b: float | None) -> bool:
+    return a is b if a is None or b is None else same(a, b) or (a != a and b != b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=churn_states(TERM_CONFIGS, T0))
+def test_an_alerts_assessment_from_the_terms_is_churn_risk_to_the_bit(
+    case: tuple[ScoringConfig, float, CustomerState],
+) -> None:
+    """An alert's churn assessment is built from the terms its evaluation computed: the
+    risk, every part and every reason (its detail and contribution) as churn_risk gives
+    them, in the same order."""
+    config, at, state = case
+    got = churn_assessment(state, at, config, churn_terms(state, at, config))
+    want = churn_risk(state, at, config)
+    for name in ("churn_risk", "recency", "p_alive", "falling_momentum", "bad_experiences"):
+        assert same_or_none(getattr(got, name), getattr(want, name)), name
+    assert [(r.factor, r.detail) for r in got.reasons] == [
+        (r.factor, r.detail) for r in want.reasons
+    ]
+    for mine, theirs in zip(got.reasons, want.reasons, strict=True):
+        assert same_or_none(mine.contribution, theirs.contribution), mine.factor
+
+
+def test_the_assessment_from_the_terms_is_not_vacuous() -> None:
+    """Every reason, p_alive's among them, with open tickets and falling momentum."""
+    state = CustomerState(
+        "c",
+        T0,
+        decayed={"short": 0.5, "long": 20.0, "bad": 2.0},
+        counts={"tickets_opened": 3, "tickets_resolved": 1},
+        last_seen=T0,
+        first_purchase_day=int(T0 // DAY_S) - 90,
+        last_purchase_day=int(T0 // DAY_S) - 30,
+        purchase_days=4,
+    )
+    at = T0 + 12 * DAY_S
+    got = churn_assessment(state, at, FITTED, churn_terms(state, at, FITTED))
+    assert got == churn_risk(state, at, FITTED)
+    assert {r.factor for r in got.reasons} == {"recency", "momentum", "bad_experiences", "p_alive"}
+    assert all(r.contribution > 0 for r in got.reasons)
+    assert "2 open tickets" in next(r.detail for r in got.reasons if r.factor == "bad_experiences")
+    assert "3 repeat purchase days" in next(r.detail for r in got.reasons if r.factor == "p_alive")
