@@ -5,10 +5,9 @@ Most due customers are only settled: their stored check time was a cheap lower b
 them changes. Those are settled from the few fields settling reads of the stored blob,
 the blob patched in place and written back as ``ShardWrite.settled``, all in one compiled
 loop (``scoring.schedule.settle_stored``): the state is never decoded, which cost more
-than settling it. Every other customer is
-decoded and run through ``engine.sweep_due``, as all were before. Both give the same
-bytes, check times and alerts (tests/unit/streams/test_sweeper.py compares them with the
-plain sweep).
+than settling it. Every other customer is decoded and run through ``engine.sweep_due``,
+as all were before. Both give the same bytes, check times and alerts
+(tests/unit/streams/test_sweeper.py compares them with the plain sweep).
 """
 
 from __future__ import annotations
