@@ -49,9 +49,9 @@ _EVALUATED = (
     "check_exact",
 )
 _complete_evaluation = completer(*_EVALUATED)
+_complete_alerted = completer("last_alert_at")
 # Every inactivity alert's trigger: a frozen model, made once (the sweep makes thousands).
 _INACTIVITY = Trigger(source="inactivity", event_id=None)
-_complete_alerted = completer("last_alert_at")
 
 
 @slot_init  # one per event

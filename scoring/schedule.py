@@ -24,7 +24,7 @@ from scoring.config import ScoringConfig
 from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.scores import open_tickets, recency_weight
 from scoring.state import DAY_S, CustomerState
-from scoring.stored import CheckInputs, stored_fields
+from scoring.stored import CheckInputs, Fields, stored_fields
 from scoring.thresholds import _CHECK_RESOLUTION_S, next_check_at, threshold_of
 
 _REFUSED = math.nan  # _search's answer where the BG/NBD model refuses the purchases
@@ -66,26 +66,19 @@ def settled_check_at(inputs: CheckInputs, config: ScoringConfig) -> float | None
     """``exact_check_at(state, state.evaluated_at, config)`` (what ``engine.settle``
     gives) for the state ``inputs`` were read from, bit for bit; NaN where the BG/NBD
     model refuses its purchases (t_x < 0): settling the decoded state says why."""
-    i = inputs
-    if i.churn_level >= 2:
+    return _settled(inputs, _constants(config))
+
+
+def _settled(fields: Fields, k: _Constants) -> float | None:
+    """``settled_check_at`` on the fields as ``stored.stored_fields`` reads them."""
+    (level, _, _, at, landmark, last_seen, short, long, bad, tickets,
+     churn_alert_at, days, first, last) = fields  # fmt: skip
+    if level >= 2:
         return None
-    at = i.evaluated_at
-    k = _constants(config)
     return _search(
-        i.churn_level,
-        i.churn_alert_at,
-        at,
-        _bad_term(i.bad, i.landmark, i.open_tickets, at, k),
-        i.last_seen,
-        i.landmark,
-        i.short,
-        i.long,
-        i.purchase_days,
-        i.first_purchase_day,
-        i.last_purchase_day,
-        k,
-        None,
-    )
+        level, churn_alert_at, at, _bad_term(bad, landmark, tickets, at, k), last_seen,
+        landmark, short, long, days, first, last, k, None,
+    )  # fmt: skip
 
 
 def settle_stored(
@@ -107,23 +100,13 @@ def settle_stored(
         # The header's flags first: a customer with an exact check time is evaluated,
         # nothing of the blob is read here.
         fields = None if len(raw) < 2 or raw[1] & _F_EXACT else stored_fields(raw)
-        if fields is not None:
-            (level, due, _, at, landmark, last_seen, short, long, bad, tickets,
-             churn_alert_at, days, first, last) = fields  # fmt: skip
-            if due is not None and due <= now:
-                if level >= 2:
-                    exact = None
-                else:
-                    bad_now = _bad_term(bad, landmark, tickets, at, k)
-                    exact = _search(
-                        level, churn_alert_at, at, bad_now, last_seen, landmark, short,
-                        long, days, first, last, k, None,
-                    )  # fmt: skip
-                if exact is None or exact > now:
-                    patched = with_exact_check(raw, exact)
-                    if patched is not None:  # always: stored_fields reads the compact form
-                        settled[customer_id] = (patched, exact)
-                        continue
+        if fields is not None and (due := fields[1]) is not None and due <= now:
+            exact = _settled(fields, k)
+            if exact is None or exact > now:
+                patched = with_exact_check(raw, exact)
+                if patched is not None:  # always: stored_fields reads the compact form
+                    settled[customer_id] = (patched, exact)
+                    continue
         rest[customer_id] = exact
     return settled, rest
 

@@ -19,7 +19,6 @@ from typing import Any
 from streams.intake import Record
 
 TP = tuple[str, int]
-Key = tuple[str, int, int]
 
 
 class InOrderAcks:
@@ -37,10 +36,10 @@ class InOrderAcks:
     def __len__(self) -> int:
         return sum(map(len, self._tokens.values()))
 
-    @property
-    def events(self) -> list[Key]:
-        """(topic, partition, offset) of every record read and not acknowledged yet."""
-        return [(*tp, offset) for tp, tokens in self._tokens.items() for offset in tokens]
+    def first_pending(self) -> dict[TP, int]:
+        """Per partition with records read and not acknowledged yet, the lowest of their
+        offsets (the top of its heap)."""
+        return {tp: offsets[0] for tp, offsets in self._offsets.items() if offsets}
 
     def read_all(self, records: Iterable[Record], events: Iterable[Any]) -> None:
         """Note each record as read, with the event that acknowledges it."""

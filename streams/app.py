@@ -99,7 +99,7 @@ class Runtime:
             tp = (r.topic, r.partition)
             self.delivered[tp] = max(self.delivered.get(tp, -1), r.offset)
         if self.delivered:
-            frontier = done_frontier(self.delivered, self.acks.events)
+            frontier = done_frontier(self.delivered, self.acks.first_pending())
             await self.scorer.retrying(lambda: self.positions.record_done(frontier))
             for tp, offset in frontier.items():
                 # Another batch may have finished meanwhile and moved this on.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -89,17 +89,11 @@ def start_offset(committed: int | None, applied: int | None, done: int | None) -
     return max(candidates) if candidates else None
 
 
-def done_frontier(
-    delivered: Mapping[TP, int], in_flight: Iterable[tuple[str, int, int]]
-) -> dict[TP, int]:
+def done_frontier(delivered: Mapping[TP, int], first_pending: Mapping[TP, int]) -> dict[TP, int]:
     """Per partition with records ``delivered`` up to an offset: the highest offset at or
     below which every record this worker read is finished, i.e. the delivered offset, or
-    just below the partition's first record still in flight if that comes before it."""
-    first_pending: dict[TP, int] = {}
-    for topic, partition, offset in in_flight:
-        tp = (topic, partition)
-        if tp in delivered and offset < first_pending.get(tp, offset + 1):
-            first_pending[tp] = offset
+    just below the partition's first record still in flight (``first_pending``) if that
+    comes before it."""
     return {
         tp: min(top, first_pending[tp] - 1) if tp in first_pending else top
         for tp, top in delivered.items()

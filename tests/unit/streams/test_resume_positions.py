@@ -36,8 +36,13 @@ def test_start_offset(
 
 def test_done_frontier_stops_below_the_first_record_still_in_flight() -> None:
     delivered = {("clicks", 0): 9, ("buys", 1): 3, ("buys", 2): 4}
-    in_flight = [("clicks", 0, 7), ("clicks", 0, 8), ("clicks", 2, 1), ("buys", 2, 6)]
-    assert done_frontier(delivered, in_flight) == {("clicks", 0): 6, ("buys", 1): 3, ("buys", 2): 4}
+    # the first records still in flight: clicks 0 at 7 (and 8), clicks 2 at 1, buys 2 at 6
+    first_pending = {("clicks", 0): 7, ("clicks", 2): 1, ("buys", 2): 6}
+    assert done_frontier(delivered, first_pending) == {
+        ("clicks", 0): 6,
+        ("buys", 1): 3,
+        ("buys", 2): 4,
+    }
 
 
 def test_a_partition_of_a_wider_topic_keeps_its_offsets_in_a_shard_it_folds_to() -> None:
