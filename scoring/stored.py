@@ -23,6 +23,7 @@ from scoring.codec import (
     _F_EXACT,
     _F_EXTRAS,
     _HEAD,
+    _HEAD_MASKS,
     _INT_CODES,
     VERSION,
 )
@@ -36,8 +37,7 @@ from scoring.features import (
     TIERS,
 )
 
-# Parts of the header: from the decayed mask to the id's length, and the six times.
-_HEAD_MASKS = struct.Struct("<IQHHBH")
+# The header's six times.
 _HEAD_TIMES = struct.Struct("<6d")
 _TIMES_AT = _HEAD.size - _HEAD_TIMES.size
 

@@ -6,15 +6,17 @@ them changes. Those are settled from the few fields settling reads of the stored
 the blob patched in place and written back as ``ShardWrite.settled``, all in one compiled
 loop (``scoring.schedule.settle_stored``): the state is never decoded, which cost more
 than settling it. Every other customer is decoded and run through ``engine.sweep_due``,
-as all were before. Both give the same bytes, check times and alerts
+as all were before, and an evaluated state is encoded from its stored blob, whose
+decayed sums and counts an evaluation leaves as they are (``codec.encode_evaluated``).
+Both give the same bytes, check times and alerts
 (tests/unit/streams/test_sweeper.py compares them with the plain sweep).
 """
 
 from __future__ import annotations
 
-from scoring.codec import decode, with_exact_check
+from scoring.codec import decode, encode_evaluated, with_exact_check
 from scoring.config import ScoringConfig
-from scoring.engine import Alert, sweep_due
+from scoring.engine import Alert, sweep_due, with_exact_check_at
 from scoring.schedule import settle_stored
 from streams.kpis import KpiDelta
 from streams.store import ShardView, ShardWrite
@@ -37,12 +39,13 @@ def sweep_shard(
         start = state
         if exact == exact:
             # settled, and due: what sweep_due's first step does, done already
-            start = state.evolve(next_check_at=exact, check_exact=True)
+            start = with_exact_check_at(state, exact)
         result, checked = sweep_due(start, now, wall_now, config)
         after = states[customer_id] = result.state
         if checked:
             kpi.add_evaluation(state, after, now)
             alerts.extend(result.alerts)
+            encoded[customer_id] = encode_evaluated(raw, state, after)
         elif after is state:
             # Not due after all: written back as it is (an old JSON state is encoded
             # in the compact form, as every commit does).

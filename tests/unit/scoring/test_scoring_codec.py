@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import get_args
 
 import pytest
+from compact_states import compact_states
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.alerts import InterventionKind
 from schemas.events import InputEvent
-from scoring.codec import _HEAD, decode, encode
+from scoring.codec import _HEAD, decode, encode, encode_evaluated
 from scoring.config import load_config
 from scoring.engine import apply_event, evaluate_due
 from scoring.features import ALERT_KINDS, COUNT_NAMES, DECAYED_FEATURES
@@ -190,3 +191,56 @@ def test_the_front_of_an_encoding_is_its_parts_packed_one_by_one() -> None:
         )
         assert raw.startswith(front)
         assert decode(raw) == state
+
+
+any_time = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@st.composite
+def evaluations(draw: st.DrawFn) -> tuple[CustomerState, CustomerState]:
+    """A decoded state and a state an evaluation could make of it: every field it sets
+    (``engine._EVALUATED``) and a pruned duplicate window, the decayed sums and counts
+    left as they are (the same dicts)."""
+    before = decode(encode(draw(compact_states())))
+    recent = before.recent_events
+    after = before.evolve(
+        churn_risk=draw(any_time),
+        churn_level=draw(st.integers(0, 2)),
+        churn_alerts=draw(st.integers(0, 2**32 - 1)),
+        last_alert_at=draw(st.dictionaries(st.sampled_from(ALERT_KINDS), any_time)),
+        evaluated_at=draw(any_time),
+        tier=draw(st.sampled_from(["", "champion", "at_risk"])),
+        clv=draw(st.one_of(st.just(0.0), any_time)),
+        next_check_at=draw(st.one_of(st.none(), st.floats(allow_nan=False))),
+        check_exact=draw(st.booleans()),
+        recent_events=dict(list(recent.items())[: draw(st.integers(0, len(recent)))]),
+    )
+    return before, after
+
+
+@settings(max_examples=500, deadline=None)
+@given(case=evaluations())
+def test_an_evaluated_state_is_encoded_from_its_stored_blob_as_a_whole(
+    case: tuple[CustomerState, CustomerState],
+) -> None:
+    before, after = case
+    assert encode_evaluated(encode(before), before, after) == encode(after)
+
+
+def test_encoding_an_evaluated_state_copies_the_unchanged_blocks_of_the_blob() -> None:
+    before = decode(encode(simulated_states(8, 20)[0]))
+    after = before.evolve(churn_risk=0.5, tier="at_risk", last_alert_at={"churn_risk": 1e9})
+    raw = encode(before)
+    # A decayed sum's bytes altered in the blob show through: they are copied, not packed.
+    at = _HEAD.size + len(before.customer_id.encode())
+    altered = raw[:at] + struct.pack("<d", 123.25) + raw[at + 8 :]
+    patched = encode_evaluated(altered, before, after)
+    assert decode(patched).decayed[next(iter(before.decayed))] == 123.25
+    assert decode(patched) == after.evolve(
+        decayed={**before.decayed, next(iter(before.decayed)): 123.25}
+    )
+    # Anything else is encoded whole: new decayed sums or counts, the JSON form.
+    assert encode_evaluated(altered, before, after.evolve(decayed=dict(before.decayed))) == (
+        encode(after)
+    )
+    assert encode_evaluated(b'{"c": "x"}', before, after) == encode(after)

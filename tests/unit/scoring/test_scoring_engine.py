@@ -11,7 +11,16 @@ import pytest
 from schemas.alerts import ChurnRiskAlert, InterventionAlert
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.config import ScoringConfig, load_config
-from scoring.engine import Alert, Outcome, _intervene, alert_id, apply_event, evaluate_due
+from scoring.engine import (
+    Alert,
+    Outcome,
+    _intervene,
+    alert_id,
+    apply_event,
+    evaluate_due,
+    settle,
+    sweep_due,
+)
 from scoring.state import DAY_S, CustomerState
 
 CONFIG = load_config()
@@ -291,6 +300,19 @@ def test_inactivity_alerts_do_not_depend_on_when_the_sweeper_runs() -> None:
     assert [a.level for a in churn_alerts(once.alerts)] == ["elevated", "high"]
     assert list(once.alerts) == stepwise
     assert s == once.state
+
+
+def test_a_sweep_leaves_the_state_it_was_given_as_it_was() -> None:
+    """sweep_due completes the copies it makes itself (the evaluation's, then the pruned
+    duplicate window), never the state it was given."""
+    state = settle(regular(), CONFIG)  # exact: its first check evaluates it, not a copy
+    assert state.check_exact
+    fields = {name: getattr(state, name) for name in state.__slots__}
+    outcome, checked = sweep_due(state, T0 + 200 * DAY_S, EMITTED, CONFIG)
+    assert checked and outcome.alerts
+    assert outcome.state.recent_events == {} and state.recent_events  # pruned, in the copy
+    assert {name: getattr(state, name) for name in state.__slots__} == fields
+    assert all(getattr(state, name) is value for name, value in fields.items())
 
 
 def test_apply_event_runs_due_inactivity_checks_first() -> None:

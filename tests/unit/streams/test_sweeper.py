@@ -109,17 +109,22 @@ def test_the_sweep_writes_what_the_plain_sweep_writes(
             kinds.add("settled from the blob")
             assert decode(blob) == expected.states[c]
         for c in write.states:
-            if c in write.encoded:
+            if c not in write.encoded:
+                kinds.add("decoded, encoded in the commit")
+            elif write.encoded[c] == blobs[c]:
                 kinds.add("decoded, blob reused")
+            elif blobs[c][:1] == b"{":
+                kinds.add("the JSON form, evaluated and encoded whole")
             else:
-                kinds.add("decoded, encoded anew")
+                kinds.add("evaluated, encoded from the blob")
         if alerts:
             kinds.add("alerts")
     # guards against vacuity: every path ran
     assert kinds == {
         "settled from the blob",
         "decoded, blob reused",
-        "decoded, encoded anew",
+        "the JSON form, evaluated and encoded whole",
+        "evaluated, encoded from the blob",
         "alerts",
     }
 
