@@ -45,17 +45,17 @@ _F_CONVERTED: Final = 2
 _F_EXTRAS: Final = 8
 _F_BUYER: Final = 16
 _F_ACTIVITY: Final = 32
-_HEAD = struct.Struct("<BBBBIIQHHBH6d")
-_BUYER = struct.Struct("<iiidddQQQ")
-_ACTIVITY = struct.Struct("<IdIbiQB")
-_INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
-_TIER_INDEX = {n: i for i, n in enumerate(TIERS)}
+_HEAD: Final = struct.Struct("<BBBBIIQHHBH6d")
+_BUYER: Final = struct.Struct("<iiidddQQQ")
+_ACTIVITY: Final = struct.Struct("<IdIbiQB")
+_INT_CODES: Final = {1: "b", 2: "h", 4: "i", 8: "q"}
+_TIER_INDEX: Final = {n: i for i, n in enumerate(TIERS)}
 # The masks' widths in the header bound how long the fixed orders may grow.
 assert len(DECAYED_FEATURES) <= 32 and len(COUNT_NAMES) <= 64 and len(ALERT_KINDS) <= 16
 
 
 _NAMES: dict[tuple[int, int], tuple[str, ...]] = {}
-_ORDERS = (DECAYED_FEATURES, COUNT_NAMES, ALERT_KINDS)
+_ORDERS: Final = (DECAYED_FEATURES, COUNT_NAMES, ALERT_KINDS)
 
 
 def _names(which: int, mask: int) -> tuple[str, ...]:
@@ -225,7 +225,7 @@ def encode(state: CustomerState) -> bytes:
 
 # From the decayed mask to the customer id's length: the header's fields after the first
 # eight bytes.
-_HEAD_MASKS = struct.Struct("<IQHHBH")
+_HEAD_MASKS: Final = struct.Struct("<IQHHBH")
 
 
 def encode_evaluated(raw: bytes, before: CustomerState, after: CustomerState) -> bytes:
@@ -284,8 +284,8 @@ def encode_evaluated(raw: bytes, before: CustomerState, after: CustomerState) ->
     )
 
 
-_CHECK_AT = struct.Struct("<d")
-_CHECK_OFFSET = _HEAD.size - _CHECK_AT.size  # next_check_at: the header's last field
+_CHECK_AT: Final = struct.Struct("<d")
+_CHECK_OFFSET: Final = _HEAD.size - _CHECK_AT.size  # next_check_at: the header's last field
 
 
 def with_exact_check(raw: bytes, next_check_at: float | None) -> bytes | None:

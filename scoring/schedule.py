@@ -18,6 +18,7 @@ without a BG/NBD fit).
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from scoring.codec import _F_EXACT, with_exact_check
 from scoring.config import ScoringConfig
@@ -27,7 +28,7 @@ from scoring.state import DAY_S, CustomerState
 from scoring.stored import CheckInputs, Fields, stored_fields
 from scoring.thresholds import _CHECK_RESOLUTION_S, next_check_at, threshold_of
 
-_REFUSED = math.nan  # _search's answer where the BG/NBD model refuses the purchases
+_REFUSED: Final = math.nan  # _search's answer where the BG/NBD model refuses the purchases
 
 
 def exact_check_at(

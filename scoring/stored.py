@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 # The compact form's layout is scoring.codec's: read here, never written.
 from scoring.codec import (
@@ -38,8 +38,8 @@ from scoring.features import (
 )
 
 # The header's six times.
-_HEAD_TIMES = struct.Struct("<6d")
-_TIMES_AT = _HEAD.size - _HEAD_TIMES.size
+_HEAD_TIMES: Final = struct.Struct("<6d")
+_TIMES_AT: Final = _HEAD.size - _HEAD_TIMES.size
 
 
 class CheckInputs(NamedTuple):
@@ -64,8 +64,8 @@ class CheckInputs(NamedTuple):
     last_purchase_day: int
 
 
-_BUYER_DAYS = struct.Struct("<iii")  # the buyer block's first, last and purchase days
-_SETTLE_READS = (
+_BUYER_DAYS: Final = struct.Struct("<iii")  # the buyer block's first, last and purchase days
+_SETTLE_READS: Final = (
     (DECAYED_FEATURES, (ACTIVITY_SHORT, ACTIVITY_LONG, BAD_EXPERIENCES)),
     (COUNT_NAMES, ("tickets_opened", "tickets_resolved")),
     (ALERT_KINDS, ("churn_risk",)),

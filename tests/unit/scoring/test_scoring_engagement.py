@@ -325,3 +325,29 @@ def test_a_new_customer_scores_as_explained() -> None:
         state = apply_event(None, event, T0, T0, CONFIG).state
         for when in (T0, T0 + 3 * DAY_S):
             assert engagement_score(state, when, CONFIG) == engagement(state, when, CONFIG).score
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scaled=st.floats(allow_nan=False),
+    landmark=st.floats(-1e10, 1e10),
+    at=st.floats(-1e10, 1e10),
+    name=st.sampled_from(sorted(DECAYED_FEATURES)),
+)
+def test_a_views_decayed_value_is_the_states_to_the_bit(
+    scaled: float, landmark: float, at: float, name: str
+) -> None:
+    """_View.v computes CustomerState.value inline (a call of the state's method cost as
+    much as the rest of a feature's term): the same float, sign and all."""
+    config = load_config()
+    state = CustomerState(customer_id="c", landmark=landmark, decayed={name: scaled})
+    view = _View(state, at, config)
+    try:
+        want = state.value(name, config.half_lives_s[name], at)
+    except OverflowError:  # far before the landmark: 2 ** (a large exponent)
+        with pytest.raises(OverflowError):
+            view.v(name)
+        return
+    got = view.v(name)
+    assert got == want or (got != got and want != want)
+    assert math.copysign(1.0, got) == math.copysign(1.0, want)
