@@ -146,7 +146,7 @@ SWEEP_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
     (
         "rest of sweep_due / Scorer._sweep",
-        ("sweep_due (", "sweep_shard (", "_sweep_shard (", "Scorer._sweep ("),
+        ("sweep_due (", "sweep_shard (", "Scorer._sweep ("),
     ),
 )
 # Functions whose inclusive share inside an anchor function the summary lists.

@@ -37,7 +37,7 @@ from streams.store import (
     offset_field,
     parse_field,
 )
-from streams.sweeper import sweep_shard
+from streams.sweeper import COMMIT_CUSTOMERS, commit_parts, sweep_shard, until_sent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -126,6 +126,8 @@ class Scorer:
         self._seq = 0
         # Alerts Kafka acknowledged: each shard's next commit takes them out of its outbox.
         self.sent_alerts = SentAlerts()
+        # A sweep commits each shard's page in parts of at most this many customers.
+        self.sweep_commit_customers = COMMIT_CUSTOMERS
         self._shard_topics = [*sorted(aligned_topics), *filter(None, [decoder.rerouted])]
 
     @classmethod
@@ -358,39 +360,40 @@ class Scorer:
         if not due:
             return [], 0
         stored = await self.store.read_stored(due, pipelined=True)
-        writes: dict[int, tuple[ShardWrite, list[Alert]]] = {}
+        parts: list[tuple[ShardWrite, list[Alert]]] = []
         commits: list[asyncio.Future[dict[int, list[str] | None]]] = []
         try:
             for shard, (view, blobs) in stored.items():
-                writes[shard] = self._sweep_shard(view, blobs, now_by_shard[shard], wall_now)
+                for chunk in commit_parts(blobs, self.sweep_commit_customers):
+                    now = now_by_shard[shard]
+                    write, alerts = sweep_shard(view, chunk, now, wall_now, self.config)
+                    write.outbox = [self._outbox_triple(a) for a in alerts]
+                    if parts and parts[-1][0].shard == shard:
+                        # A later part of the page: committed on the epoch the part before
+                        # it left (a commit moves it on by one; that part changed none of
+                        # these customers), or not at all if that one did not apply.
+                        if (await commits[-1])[shard] is None:
+                            break  # swept again
+                        write.expected_epoch = str(int(parts[-1][0].expected_epoch) + 1)
+                    parts.append((write, alerts))
+                    # Sent before the next part is scored, so Redis runs this part's script
+                    # meanwhile (each part's commit is atomic on its own).
+                    commits.append(asyncio.ensure_future(self._commit([write])))
+                    await until_sent()
                 metrics.SWEPT.inc(len(blobs))
-                # Sent before the next shard is scored, so Redis runs this shard's script
-                # meanwhile (each shard's commit is atomic on its own).
-                commits.append(asyncio.ensure_future(self._commit([writes[shard][0]])))
-                await asyncio.sleep(0)
         finally:
-            # Every commit sent is waited for, even when scoring a later shard failed.
+            # Every commit sent is waited for, even when scoring a later part failed.
             replies = await asyncio.gather(*commits, return_exceptions=True)
-        committed: dict[int, list[str] | None] = {}
-        for reply in replies:
+        entries: list[OutboxEntry] = []
+        for (write, alerts), reply in zip(parts, replies, strict=True):
             if isinstance(reply, BaseException):
                 raise reply
-            committed.update(reply)
-        entries: list[OutboxEntry] = []
-        for shard, ids in committed.items():
+            ids = reply[write.shard]
             if ids is None:
                 metrics.COMMIT_CONFLICTS.inc()  # swept again on the next tick
                 continue
-            entries.extend(self._entries(shard, ids, *writes[shard]))
+            entries.extend(self._entries(write.shard, ids, write, alerts))
         return entries, max(len(ids) for ids in due.values())
-
-    def _sweep_shard(
-        self, view: ShardView, blobs: dict[str, bytes], now: float, wall_now: float
-    ) -> tuple[ShardWrite, list[Alert]]:
-        """One shard's due customers evaluated at ``now`` (as stored: ``blobs``)."""
-        write, alerts = sweep_shard(view, blobs, now, wall_now, self.config)
-        write.outbox = [self._outbox_triple(a) for a in alerts]
-        return write, alerts
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry while Redis is unreachable: nothing is acknowledged meanwhile, so Kafka

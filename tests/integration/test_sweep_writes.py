@@ -1,7 +1,7 @@
 """Scorer.sweep writes what the plain sweep writes, byte for byte.
 
 The sweeper patches the stored blob of a customer whose check time alone moved and leaves
-such customers out of the KPI deltas (streams/processor.py ``_sweep_shard``). Compared
+such customers out of the KPI deltas (streams/sweeper.py ``sweep_shard``). Compared
 here with the straightforward sweep -- decode every state, ``evaluate_due``, count every
 customer with ``KpiDelta.add_evaluation``, encode every state -- run on a copy of the same
 Redis data in another namespace: states, due schedule, KPI hash and outbox must be equal.
@@ -9,6 +9,7 @@ Redis data in another namespace: states, due schedule, KPI hash and outbox must 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
 from scoring.config import load_config
@@ -27,6 +29,7 @@ from streams.processor import AlertTopics, Scorer
 from streams.services import Endpoints
 from streams.simulator import generate
 from streams.store import ShardWrite, StateStore
+from streams.sweeper import COMMIT_CUSTOMERS
 
 CONFIG = load_config(None)
 SHARDS = 4
@@ -102,6 +105,10 @@ async def plain_sweep(store: StateStore, now: float) -> None:
     assert all(ids is not None for ids in (await store.commit(writes)).values())
 
 
+def conflicts_so_far() -> float:
+    return REGISTRY.get_sample_value("engagement_commit_conflicts_total") or 0.0
+
+
 async def contents(client: Any, store: StateStore) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for shard in range(SHARDS):
@@ -115,8 +122,12 @@ async def contents(client: Any, store: StateStore) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.parametrize("commit_customers", [COMMIT_CUSTOMERS, 4], ids=["one part", "parts"])
 async def test_the_sweep_writes_what_the_plain_sweep_writes(
-    client: aioredis.Redis, namespace: str, legacy_json: Callable[[CustomerState], bytes]
+    client: aioredis.Redis,
+    namespace: str,
+    legacy_json: Callable[[CustomerState], bytes],
+    commit_customers: int,
 ) -> None:
     states = simulated_states(60, 45.0)
     end = (START + timedelta(days=45)).timestamp()
@@ -146,8 +157,20 @@ async def test_the_sweep_writes_what_the_plain_sweep_writes(
         clock="wall",
         wall=lambda: now,
     )
+    # In parts, each shard's page is committed a few customers at a time, each part on
+    # the epoch the one before it left: every part applies.
+    scorer.sweep_commit_customers = commit_customers
+    conflicts = conflicts_so_far()
+    epochs = [int(await client.hget(swept.keys(s).meta, "epoch") or 0) for s in range(SHARDS)]
+    due = [int(await client.zcount(swept.keys(s).due, "-inf", now)) for s in range(SHARDS)]
     entries, most_per_shard = await scorer.sweep(list(range(SHARDS)), 100_000)
     await plain_sweep(plain, now)
+    assert conflicts_so_far() == conflicts
+    moved = [
+        int(await client.hget(swept.keys(s).meta, "epoch") or 0) - e for s, e in enumerate(epochs)
+    ]
+    assert moved == [math.ceil(n / commit_customers) for n in due], (moved, due)
+    assert max(moved) > (1 if commit_customers < COMMIT_CUSTOMERS else 0)
 
     before = {s.customer_id: s for s in silent}
     after = {
@@ -164,3 +187,56 @@ async def test_the_sweep_writes_what_the_plain_sweep_writes(
     assert settled and evaluated and entries  # the cases this compares all happened
     assert most_per_shard > 0
     assert await contents(client, swept) == await contents(client, plain)
+
+
+async def test_a_part_after_one_that_did_not_apply_is_not_committed(
+    client: aioredis.Redis, namespace: str
+) -> None:
+    """Another writer commits to a shard between two parts of its sweep: the later parts
+    are refused or not sent (their customers were read before that commit), stay due, and
+    the next sweep applies them."""
+    states = simulated_states(60, 45.0)
+    end = (START + timedelta(days=45)).timestamp()
+    silent = [evaluate_due(s, end, end, CONFIG).state for s in states]
+    now = end + 9 * 86_400.0
+    store = StateStore(client, namespace)
+    by_shard: dict[int, dict[str, CustomerState]] = defaultdict(dict)
+    for s in silent:
+        by_shard[shard_of(s.customer_id, SHARDS)][s.customer_id] = s
+    writes = [ShardWrite(shard=s, expected_epoch="0", states=c) for s, c in by_shard.items()]
+    assert all(ids is not None for ids in (await store.commit(writes)).values())
+    due = [int(await client.zcount(store.keys(s).due, "-inf", now)) for s in range(SHARDS)]
+    first = next(s for s in range(SHARDS) if due[s])
+    assert due[first] > 4, due  # three parts of two at least: one applies, one is refused
+
+    class AnotherWriterBetweenParts(Scorer):
+        interleaved = False
+
+        async def _commit(self, writes: list[ShardWrite]) -> dict[int, list[str] | None]:
+            committed = await super()._commit(writes)
+            if not self.interleaved:
+                self.interleaved = True
+                await client.hincrby(store.keys(writes[0].shard).meta, "epoch", 1)
+            return committed
+
+    scorer = AnotherWriterBetweenParts(
+        store,
+        Decoder("clicks", "purchases", "feedback"),
+        {"clicks", "purchases", "feedback"},
+        CONFIG,
+        AlertTopics("churn", "churn"),
+        shards=SHARDS,
+        clock="wall",
+        wall=lambda: now,
+    )
+    scorer.sweep_commit_customers = 2
+    conflicts = conflicts_so_far()
+    await scorer.sweep(list(range(SHARDS)), 100_000)
+    assert conflicts_so_far() == conflicts + 1  # the second part; the third was not sent
+    left = [int(await client.zcount(store.keys(s).due, "-inf", now)) for s in range(SHARDS)]
+    assert left == [due[s] - 2 if s == first else 0 for s in range(SHARDS)]
+    await scorer.sweep(list(range(SHARDS)), 100_000)
+    assert conflicts_so_far() == conflicts + 1
+    assert [int(await client.zcount(store.keys(s).due, "-inf", now)) for s in range(SHARDS)] == [
+        0
+    ] * SHARDS

@@ -20,7 +20,7 @@ from scoring.state import DAY_S, CustomerState
 from streams.kpis import KpiDelta
 from streams.simulator import generate
 from streams.store import ShardView, ShardWrite
-from streams.sweeper import sweep_shard
+from streams.sweeper import commit_parts, sweep_shard
 
 RETAIL = load_config(None)
 FITTED = RETAIL.with_model(ModelParams(bgnbd=BgNbdParams(r=0.25, alpha=4.0, a=0.8, b=2.4)))
@@ -160,3 +160,12 @@ def test_purchases_the_model_refuses_fail_the_sweep_as_before() -> None:
     with pytest.raises(ValueError) as swept:
         sweep_shard(VIEW, blobs, now, now, FITTED)
     assert str(swept.value) == str(plain.value)
+
+
+def test_a_page_is_committed_in_parts_of_at_most_the_size_in_order() -> None:
+    blobs = {f"c{i}": bytes([i]) for i in range(7)}
+    parts = list(commit_parts(blobs, 3))
+    assert [list(p) for p in parts] == [["c0", "c1", "c2"], ["c3", "c4", "c5"], ["c6"]]
+    assert {c: b for p in parts for c, b in p.items()} == blobs
+    assert list(commit_parts(blobs, 7)) == [blobs]
+    assert list(commit_parts({}, 3)) == [{}]
