@@ -326,6 +326,7 @@ async def run_sweep(spec: dict[str, Any]) -> None:
         write_states,
     )
     from scoring.config import load_config
+    from streams.cli import settle_heap
     from streams.redis_client import redis_of
     from streams.settings import load_settings
     from streams.store import StateStore
@@ -348,6 +349,10 @@ async def run_sweep(spec: dict[str, Any]) -> None:
             return
         scorer = sweeping_scorer(store, config, settings.partitions, at)
         shards = list(spec.get("shards", range(settings.partitions)))
+        # The worker's collector settings, as the worker sets them when it starts
+        # (streams.cli) and benchmarks.sweep_cost does; this section ran with Python's
+        # defaults until 2026-11-24 (BENCHMARKS.md, Sweep).
+        settle_heap()
         Path(f"{spec['out']}.first").write_text(str(time.time()))
         await asyncio.sleep(float(spec.get("pause_s", 0)))  # lets a profiler attach
         if "go" in spec:

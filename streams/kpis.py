@@ -115,6 +115,8 @@ class KpiDelta:
     def _add_run(self, day: int, before: CustomerState | None, after: CustomerState) -> None:
         old: Mapping[str, int] = before.counts if before is not None else {}
         new = after.counts
+        if new is old:
+            return  # the same counters (a sweep's evaluation leaves them): nothing moved
         changed = {}
         for name in EVENT_COUNTERS:
             delta = new.get(name, 0) - old.get(name, 0)
