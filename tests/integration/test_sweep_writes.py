@@ -105,6 +105,30 @@ async def plain_sweep(store: StateStore, now: float) -> None:
     assert all(ids is not None for ids in (await store.commit(writes)).values())
 
 
+def sweeping(
+    store: StateStore, now: float, commit_customers: int, kind: type[Scorer] = Scorer
+) -> Scorer:
+    """A scorer on the wall clock stopped at ``now``, committing a shard's page in parts of
+    ``commit_customers``."""
+    scorer = kind(
+        store,
+        Decoder("clicks", "purchases", "feedback"),
+        {"clicks", "purchases", "feedback"},
+        CONFIG,
+        AlertTopics("churn", "churn"),
+        shards=SHARDS,
+        clock="wall",
+        wall=lambda: now,
+    )
+    scorer.sweep_commit_customers = commit_customers
+    return scorer
+
+
+async def due_counts(client: aioredis.Redis, store: StateStore, now: float) -> list[int]:
+    """Per shard, how many customers' checks are due at ``now``."""
+    return [int(await client.zcount(store.keys(s).due, "-inf", now)) for s in range(SHARDS)]
+
+
 def conflicts_so_far() -> float:
     return REGISTRY.get_sample_value("engagement_commit_conflicts_total") or 0.0
 
@@ -147,22 +171,12 @@ async def test_the_sweep_writes_what_the_plain_sweep_writes(
     for store in (swept, plain):
         await write_copy(client, store, silent, legacy, not_due, legacy_json)
 
-    scorer = Scorer(
-        swept,
-        Decoder("clicks", "purchases", "feedback"),
-        {"clicks", "purchases", "feedback"},
-        CONFIG,
-        AlertTopics("churn", "churn"),
-        shards=SHARDS,
-        clock="wall",
-        wall=lambda: now,
-    )
     # In parts, each shard's page is committed a few customers at a time, each part on
     # the epoch the one before it left: every part applies.
-    scorer.sweep_commit_customers = commit_customers
+    scorer = sweeping(swept, now, commit_customers)
     conflicts = conflicts_so_far()
     epochs = [int(await client.hget(swept.keys(s).meta, "epoch") or 0) for s in range(SHARDS)]
-    due = [int(await client.zcount(swept.keys(s).due, "-inf", now)) for s in range(SHARDS)]
+    due = await due_counts(client, swept, now)
     entries, most_per_shard = await scorer.sweep(list(range(SHARDS)), 100_000)
     await plain_sweep(plain, now)
     assert conflicts_so_far() == conflicts
@@ -205,7 +219,7 @@ async def test_a_part_after_one_that_did_not_apply_is_not_committed(
         by_shard[shard_of(s.customer_id, SHARDS)][s.customer_id] = s
     writes = [ShardWrite(shard=s, expected_epoch="0", states=c) for s, c in by_shard.items()]
     assert all(ids is not None for ids in (await store.commit(writes)).values())
-    due = [int(await client.zcount(store.keys(s).due, "-inf", now)) for s in range(SHARDS)]
+    due = await due_counts(client, store, now)
     first = next(s for s in range(SHARDS) if due[s])
     assert due[first] > 4, due  # three parts of two at least: one applies, one is refused
 
@@ -219,24 +233,12 @@ async def test_a_part_after_one_that_did_not_apply_is_not_committed(
                 await client.hincrby(store.keys(writes[0].shard).meta, "epoch", 1)
             return committed
 
-    scorer = AnotherWriterBetweenParts(
-        store,
-        Decoder("clicks", "purchases", "feedback"),
-        {"clicks", "purchases", "feedback"},
-        CONFIG,
-        AlertTopics("churn", "churn"),
-        shards=SHARDS,
-        clock="wall",
-        wall=lambda: now,
-    )
-    scorer.sweep_commit_customers = 2
+    scorer = sweeping(store, now, 2, AnotherWriterBetweenParts)
     conflicts = conflicts_so_far()
     await scorer.sweep(list(range(SHARDS)), 100_000)
     assert conflicts_so_far() == conflicts + 1  # the second part; the third was not sent
-    left = [int(await client.zcount(store.keys(s).due, "-inf", now)) for s in range(SHARDS)]
+    left = await due_counts(client, store, now)
     assert left == [due[s] - 2 if s == first else 0 for s in range(SHARDS)]
     await scorer.sweep(list(range(SHARDS)), 100_000)
     assert conflicts_so_far() == conflicts + 1
-    assert [int(await client.zcount(store.keys(s).due, "-inf", now)) for s in range(SHARDS)] == [
-        0
-    ] * SHARDS
+    assert await due_counts(client, store, now) == [0] * SHARDS
