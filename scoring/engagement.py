@@ -29,6 +29,14 @@ Term = tuple[float, str]
 Needs = tuple[Literal["decayed", "counts", "attr"], str]
 
 
+def _decayed(scaled: float, since_landmark: float, half_life_s: float) -> float:
+    """``CustomerState.value``, the same operations, on a decayed sum read already: a call
+    of the state's (pure Python) method cost as much as the rest of a feature's term."""
+    if scaled == 0.0:
+        return 0.0
+    return scaled * math.pow(2.0, -since_landmark / half_life_s)
+
+
 def _saturating(value: float, saturation: float) -> float:
     return 1.0 - math.exp(-max(0.0, value) / saturation)
 
@@ -51,13 +59,8 @@ class _View:
     def v(self, name: str) -> float:
         value = self.cache.get(name)
         if value is None:
-            # state.value(name, h, at) inline, the same operations: a call of the state's
-            # (pure Python) method cost as much as the rest of a feature's term.
             half_life_s = self.h[name]
-            scaled = self.decayed.get(name, 0.0)
-            value = 0.0
-            if scaled != 0.0:
-                value = scaled * math.pow(2.0, -self.since_landmark / half_life_s)
+            value = _decayed(self.decayed.get(name, 0.0), self.since_landmark, half_life_s)
             self.cache[name] = value
         return value
 
@@ -385,7 +388,7 @@ def engagement_score(state: CustomerState, at: float, config: ScoringConfig) -> 
                 scaled = decayed.get(source, 0.0)
                 if scaled == 0.0:
                     continue  # a zero term
-                amount = scaled * math.pow(2.0, -since_landmark / h[source])
+                amount = _decayed(scaled, since_landmark, h[source])
                 value = feature.sign * (1.0 - math.exp(-max(0.0, amount) / saturation))
             t = weight * value / member_weight
             if t > 0:

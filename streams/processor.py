@@ -364,18 +364,20 @@ class Scorer:
         commits: list[asyncio.Future[dict[int, list[str] | None]]] = []
         try:
             for shard, (view, blobs) in stored.items():
+                now = now_by_shard[shard]
+                previous: ShardWrite | None = None  # the page's part before this one
                 for chunk in commit_parts(blobs, self.sweep_commit_customers):
-                    now = now_by_shard[shard]
                     write, alerts = sweep_shard(view, chunk, now, wall_now, self.config)
                     write.outbox = [self._outbox_triple(a) for a in alerts]
-                    if parts and parts[-1][0].shard == shard:
-                        # A later part of the page: committed on the epoch the part before
-                        # it left (a commit moves it on by one; that part changed none of
-                        # these customers), or not at all if that one did not apply.
+                    if previous is not None:
+                        # Committed on the epoch the part before it left (a commit moves it
+                        # on by one; that part changed none of these customers), or not at
+                        # all if that one did not apply.
                         if (await commits[-1])[shard] is None:
                             break  # swept again
-                        write.expected_epoch = str(int(parts[-1][0].expected_epoch) + 1)
+                        write.expected_epoch = str(int(previous.expected_epoch) + 1)
                     parts.append((write, alerts))
+                    previous = write
                     # Sent before the next part is scored, so Redis runs this part's script
                     # meanwhile (each part's commit is atomic on its own).
                     commits.append(asyncio.ensure_future(self._commit([write])))
