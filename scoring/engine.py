@@ -28,7 +28,7 @@ from scoring.schedule import exact_check_at
 from scoring.scores import (
     LEVEL_NAMES,
     alive_probability,
-    churn_assessment,
+    churn_reasons,
     churn_terms,
     engagement_score,
 )
@@ -232,22 +232,27 @@ def _evaluate_churn(
     if decision.alert_level is not None:
         churn_alerts += 1
         last_alert_at = {**last_alert_at, "churn_risk": at}
-        assessment = churn_assessment(state, at, config, terms)
-        alert = ChurnRiskAlert(
-            alert_id=alert_id(state.customer_id, "churn_risk", str(churn_alerts)),
-            customer_id=state.customer_id,
-            level="high" if decision.alert_level == 2 else "elevated",
-            churn_risk=assessment.churn_risk,
-            previous_churn_risk=state.churn_risk,
-            threshold=threshold_of(decision.alert_level, thresholds),
-            engagement_score=engagement_score(state, at, config),
-            reasons=list(assessment.reasons),
-            trigger=_INACTIVITY if event_id is None else Trigger(source="event", event_id=event_id),
-            occurred_at=_dt(occurred_at),
-            emitted_at=_emitted_dt(emitted_at),
-            p_alive=assessment.p_alive,
-            tier=tier,
-            clv=clv,
+        churn_risk, reasons = churn_reasons(state, at, config, terms)
+        # One validation, the reasons' with the alert's (see churn_reasons)
+        alert = ChurnRiskAlert.model_validate(
+            {
+                "alert_id": alert_id(state.customer_id, "churn_risk", str(churn_alerts)),
+                "customer_id": state.customer_id,
+                "level": "high" if decision.alert_level == 2 else "elevated",
+                "churn_risk": churn_risk,
+                "previous_churn_risk": state.churn_risk,
+                "threshold": threshold_of(decision.alert_level, thresholds),
+                "engagement_score": engagement_score(state, at, config),
+                "reasons": [{"factor": f, "detail": d, "contribution": c} for f, d, c in reasons],
+                "trigger": _INACTIVITY
+                if event_id is None
+                else Trigger(source="event", event_id=event_id),
+                "occurred_at": _dt(occurred_at),
+                "emitted_at": _emitted_dt(emitted_at),
+                "p_alive": terms.p_alive,
+                "tier": tier,
+                "clv": clv,
+            }
         )
     # Only a lower bound here (closed form); ``settle`` finds the exact time when needed.
     check = earliest_check_at(

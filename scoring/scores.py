@@ -17,6 +17,9 @@ from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.model import BgNbdParams, p_alive
 from scoring.state import DAY_S, CustomerState
 
+# A reason's factor, detail and contribution (schemas.alerts.Reason's fields)
+ReasonFields = tuple[str, str, float]
+
 LEVEL_NAMES = {1: "elevated", 2: "high"}
 
 
@@ -244,23 +247,64 @@ def _assessment(
     silent_days: float,
     tickets: int,
 ) -> ChurnAssessment:
+    risk, reasons = _reasons(state, at, config, recency, alive, falling, bad, silent_days, tickets)
+    return ChurnAssessment(
+        churn_risk=risk,
+        recency=recency,
+        p_alive=alive,
+        falling_momentum=falling,
+        bad_experiences=bad,
+        reasons=tuple(Reason(factor=f, detail=d, contribution=c) for f, d, c in reasons),
+    )
+
+
+def churn_reasons(
+    state: CustomerState, at: float, config: ScoringConfig, terms: ChurnTerms
+) -> tuple[float, list[ReasonFields]]:
+    """``churn_assessment``'s churn risk and reasons, each reason as its fields: an alert
+    validates them with itself, in one call (a ``Reason`` made apart costs as much as the
+    validation of four: BENCHMARKS.md, Sweep)."""
+    return _reasons(
+        state,
+        at,
+        config,
+        terms.recency,
+        terms.p_alive,
+        terms.falling_momentum,
+        terms.bad_experiences,
+        terms.silent_days,
+        terms.open_tickets,
+    )
+
+
+def _reasons(
+    state: CustomerState,
+    at: float,
+    config: ScoringConfig,
+    recency: float,
+    alive: float | None,
+    falling: float,
+    bad: float,
+    silent_days: float,
+    tickets: int,
+) -> tuple[float, list[ReasonFields]]:
+    """The churn risk (0..1) and its reasons, the largest contribution first."""
     c = config.churn
-    reasons = [
-        Reason(
-            factor="recency",
-            detail=f"no activity for {silent_days:.1f} days",
-            contribution=recency_weight(config, alive) * recency,
+    reasons: list[ReasonFields] = [
+        (
+            "recency",
+            f"no activity for {silent_days:.1f} days",
+            recency_weight(config, alive) * recency,
         ),
-        Reason(
-            factor="momentum",
-            detail=f"activity {100 * falling:.0f}% below the customer's usual rate",
-            contribution=c.momentum_weight * falling,
+        (
+            "momentum",
+            f"activity {100 * falling:.0f}% below the customer's usual rate",
+            c.momentum_weight * falling,
         ),
-        Reason(
-            factor="bad_experiences",
-            detail=f"recent bad experiences and {tickets} open tickets weigh "
-            f"{bad:.2f} of the maximum",
-            contribution=c.bad_experience_weight * bad,
+        (
+            "bad_experiences",
+            f"recent bad experiences and {tickets} open tickets weigh {bad:.2f} of the maximum",
+            c.bad_experience_weight * bad,
         ),
     ]
     if alive is not None:
@@ -268,22 +312,15 @@ def _assessment(
         repeat_days = state.purchase_days - 1
         since = (at - state.last_purchase_day * DAY_S) / DAY_S
         reasons.append(
-            Reason(
-                factor="p_alive",
-                detail=f"probability still a customer {alive:.2f} (BG/NBD: {repeat_days} repeat "
+            (
+                "p_alive",
+                f"probability still a customer {alive:.2f} (BG/NBD: {repeat_days} repeat "
                 f"purchase days, the last {since:.0f} days ago)",
-                contribution=c.alive_weight * (1.0 - alive),
+                c.alive_weight * (1.0 - alive),
             )
         )
-    risk = sum(r.contribution for r in reasons)
-    return ChurnAssessment(
-        churn_risk=min(1.0, max(0.0, risk)),
-        recency=recency,
-        p_alive=alive,
-        falling_momentum=falling,
-        bad_experiences=bad,
-        reasons=tuple(sorted(reasons, key=lambda r: -r.contribution)),
-    )
+    risk = sum(r[2] for r in reasons)
+    return min(1.0, max(0.0, risk)), sorted(reasons, key=lambda r: -r[2])
 
 
 __all__ = [
@@ -294,6 +331,7 @@ __all__ = [
     "alive_inputs",
     "alive_probability",
     "churn_assessment",
+    "churn_reasons",
     "churn_risk",
     "churn_terms",
     "churn_value",

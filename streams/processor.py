@@ -37,7 +37,14 @@ from streams.store import (
     offset_field,
     parse_field,
 )
-from streams.sweeper import COMMIT_CUSTOMERS, commit_parts, sweep_shard, until_sent
+from streams.sweeper import (
+    COMMIT_CUSTOMERS,
+    LAST_PART_CUSTOMERS,
+    DuePages,
+    commit_parts,
+    sweep_shard,
+    until_sent,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,6 +135,7 @@ class Scorer:
         self.sent_alerts = SentAlerts()
         # A sweep commits each shard's page in parts of at most this many customers.
         self.sweep_commit_customers = COMMIT_CUSTOMERS
+        self.sweep_last_part_customers = LAST_PART_CUSTOMERS
         self._shard_topics = [*sorted(aligned_topics), *filter(None, [decoder.rerouted])]
 
     @classmethod
@@ -356,24 +364,25 @@ class Scorer:
                     metrics.WATERMARK.labels(str(shard)).set(clock)
         else:
             now_by_shard = dict.fromkeys(shards, wall_now)
-        due = await self.store.due_customers(list(now_by_shard), now_by_shard, limit)
-        if not due:
-            return [], 0
-        stored = await self.store.read_stored(due, pipelined=True)
+        pages = DuePages(self.store, now_by_shard, limit)
         parts: list[tuple[ShardWrite, list[Alert]]] = []
         commits: list[asyncio.Future[dict[int, list[str] | None]]] = []
+        largest = 0  # the largest page listed: a full one says more are due
         try:
-            for shard, (view, blobs) in stored.items():
-                now = now_by_shard[shard]
+            async for page in pages:
+                view, blobs = page.view, page.blobs
+                largest = max(largest, page.listed)
+                now = now_by_shard[view.shard]
                 previous: ShardWrite | None = None  # the page's part before this one
-                for chunk in commit_parts(blobs, self.sweep_commit_customers):
+                last = self.sweep_last_part_customers if pages.exhausted else None
+                for chunk in commit_parts(blobs, self.sweep_commit_customers, last):
                     write, alerts = sweep_shard(view, chunk, now, wall_now, self.config)
                     write.outbox = [self._outbox_triple(a) for a in alerts]
                     if previous is not None:
                         # Committed on the epoch the part before it left (a commit moves it
                         # on by one; that part changed none of these customers), or not at
                         # all if that one did not apply.
-                        if (await commits[-1])[shard] is None:
+                        if (await commits[-1])[view.shard] is None:
                             break  # swept again
                         write.expected_epoch = str(int(previous.expected_epoch) + 1)
                     parts.append((write, alerts))
@@ -384,6 +393,7 @@ class Scorer:
                     await until_sent()
                 metrics.SWEPT.inc(len(blobs))
         finally:
+            await pages.aclose()
             # Every commit sent is waited for, even when scoring a later part failed.
             replies = await asyncio.gather(*commits, return_exceptions=True)
         entries: list[OutboxEntry] = []
@@ -395,7 +405,7 @@ class Scorer:
                 metrics.COMMIT_CONFLICTS.inc()  # swept again on the next tick
                 continue
             entries.extend(self._entries(write.shard, ids, write, alerts))
-        return entries, max(len(ids) for ids in due.values())
+        return entries, largest
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry while Redis is unreachable: nothing is acknowledged meanwhile, so Kafka

@@ -15,7 +15,8 @@ Both give the same bytes, check times and alerts
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from itertools import islice
 
 from scoring.codec import decode, encode_evaluated, with_exact_check
@@ -23,25 +24,91 @@ from scoring.config import ScoringConfig
 from scoring.engine import Alert, sweep_due, with_exact_check_at
 from scoring.schedule import settle_stored
 from streams.kpis import KpiDelta
-from streams.store import ShardView, ShardWrite
+from streams.store import ShardView, ShardWrite, StateStore
 
 # A sweep commits each shard's page in parts of at most this many customers, each part
 # once the one before it has applied (``Scorer._sweep``): Redis applies a part while the
 # worker scores the next, and at the end of a sweep the worker waits for the last part's
 # commit alone, not a whole page's (1,000 swept faster than 2,000, 500 or 250).
 COMMIT_CUSTOMERS = 1_000
+# The last page of a sweep ends in a part of at most this many customers: the worker has
+# nothing to score while Redis applies it (BENCHMARKS.md, Sweep).
+LAST_PART_CUSTOMERS = 250
 
 
 def commit_parts(
-    blobs: dict[str, bytes], size: int = COMMIT_CUSTOMERS
+    blobs: dict[str, bytes], size: int = COMMIT_CUSTOMERS, last: int | None = None
 ) -> Iterator[dict[str, bytes]]:
-    """``blobs`` in parts of at most ``size`` customers, in order."""
-    if len(blobs) <= size:
+    """``blobs`` in parts of ``size`` customers, in order, the last one the rest; that
+    one split in two when it has more than ``last`` (``size`` when None), the second of
+    ``last`` customers."""
+    last = size if last is None else min(size, last)
+    if len(blobs) <= last:
         yield blobs
         return
+    sizes = [size] * (len(blobs) // size) + ([len(blobs) % size] if len(blobs) % size else [])
+    if sizes[-1] > last:
+        sizes[-1:] = [sizes[-1] - last, last]
     items = iter(blobs.items())
-    while part := dict(islice(items, size)):
-        yield part
+    for n in sizes:
+        yield dict(islice(items, n))
+
+
+@dataclass(frozen=True, slots=True)
+class DuePage:
+    """A shard's page of due customers, as stored."""
+
+    view: ShardView
+    blobs: dict[str, bytes]
+    listed: int  # customers listed due: those without a state (deleted) have no blob
+
+
+class DuePages:
+    """``async for page in DuePages(...)``: each shard's page of due customers (at most
+    ``limit``, due by the shard's time in ``now_by_shard``), in that order, skipping
+    shards with none, each read while the worker scores the page before it. Read up
+    front, the pages were two round trips the worker waited for at the start of every
+    sweep, with Redis idle while the worker scored (BENCHMARKS.md, Sweep). Reading a
+    shard while another's commits are in flight is safe: each commit checks only its
+    own shard's epoch. ``aclose`` stops a read still under way; ``exhausted``: the page
+    last given is the last one."""
+
+    def __init__(self, store: StateStore, now_by_shard: Mapping[int, float], limit: int) -> None:
+        self._store, self._now_by_shard, self._limit = store, now_by_shard, limit
+        self._shards = iter(list(now_by_shard))
+        self._ahead = self._read_next()
+
+    def _read_next(self) -> asyncio.Future[DuePage | None] | None:
+        shard = next(self._shards, None)
+        return None if shard is None else asyncio.ensure_future(self._read(shard))
+
+    async def _read(self, shard: int) -> DuePage | None:
+        due = await self._store.due_customers([shard], self._now_by_shard, self._limit)
+        if not due:
+            return None
+        view, blobs = (await self._store.read_stored(due, pipelined=True))[shard]
+        return DuePage(view, blobs, len(due[shard]))
+
+    @property
+    def exhausted(self) -> bool:
+        return self._ahead is None
+
+    def __aiter__(self) -> DuePages:
+        return self
+
+    async def __anext__(self) -> DuePage:
+        while self._ahead is not None:
+            page = await self._ahead
+            self._ahead = self._read_next()
+            if page is not None:
+                return page
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
 
 
 async def until_sent() -> None:

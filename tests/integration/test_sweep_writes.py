@@ -9,14 +9,14 @@ Redis data in another namespace: states, due schedule, KPI hash and outbox must 
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 from prometheus_client import REGISTRY
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
@@ -29,9 +29,10 @@ from streams.processor import AlertTopics, Scorer
 from streams.services import Endpoints
 from streams.simulator import generate
 from streams.store import ShardWrite, StateStore
-from streams.sweeper import COMMIT_CUSTOMERS
+from streams.sweeper import COMMIT_CUSTOMERS, LAST_PART_CUSTOMERS, DuePages, commit_parts
 
 CONFIG = load_config(None)
+S = TypeVar("S", bound=Scorer)
 SHARDS = 4
 START = datetime(2026, 1, 5, tzinfo=UTC)
 MODELS: dict[str, type[InputEvent]] = {
@@ -106,10 +107,14 @@ async def plain_sweep(store: StateStore, now: float) -> None:
 
 
 def sweeping(
-    store: StateStore, now: float, commit_customers: int, kind: type[Scorer] = Scorer
-) -> Scorer:
+    store: StateStore,
+    now: float,
+    commit_customers: int,
+    kind: type[S] = Scorer,  # type: ignore[assignment]  # mypy takes no default for a TypeVar
+    last_part: int = LAST_PART_CUSTOMERS,
+) -> S:
     """A scorer on the wall clock stopped at ``now``, committing a shard's page in parts of
-    ``commit_customers``."""
+    ``commit_customers``, the sweep's last page ending in one of ``last_part``."""
     scorer = kind(
         store,
         Decoder("clicks", "purchases", "feedback"),
@@ -121,6 +126,7 @@ def sweeping(
         wall=lambda: now,
     )
     scorer.sweep_commit_customers = commit_customers
+    scorer.sweep_last_part_customers = last_part
     return scorer
 
 
@@ -146,12 +152,30 @@ async def contents(client: Any, store: StateStore) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.parametrize("commit_customers", [COMMIT_CUSTOMERS, 4], ids=["one part", "parts"])
+class PartsRecorded(Scorer):
+    """Records how many customers each part of each shard's page committed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parts: list[list[int]] = [[] for _ in range(SHARDS)]
+
+    async def _commit(self, writes: list[ShardWrite]) -> dict[int, list[str] | None]:
+        for w in writes:
+            self.parts[w.shard].append(len(w.states) + len(w.settled))
+        return await super()._commit(writes)
+
+
+@pytest.mark.parametrize(
+    ("commit_customers", "last_part"),
+    [(COMMIT_CUSTOMERS, LAST_PART_CUSTOMERS), (4, 4), (4, 1)],
+    ids=["one part", "parts", "parts, a smaller last"],
+)
 async def test_the_sweep_writes_what_the_plain_sweep_writes(
     client: aioredis.Redis,
     namespace: str,
     legacy_json: Callable[[CustomerState], bytes],
     commit_customers: int,
+    last_part: int,
 ) -> None:
     states = simulated_states(60, 45.0)
     end = (START + timedelta(days=45)).timestamp()
@@ -173,7 +197,7 @@ async def test_the_sweep_writes_what_the_plain_sweep_writes(
 
     # In parts, each shard's page is committed a few customers at a time, each part on
     # the epoch the one before it left: every part applies.
-    scorer = sweeping(swept, now, commit_customers)
+    scorer = sweeping(swept, now, commit_customers, PartsRecorded, last_part)
     conflicts = conflicts_so_far()
     epochs = [int(await client.hget(swept.keys(s).meta, "epoch") or 0) for s in range(SHARDS)]
     due = await due_counts(client, swept, now)
@@ -183,8 +207,19 @@ async def test_the_sweep_writes_what_the_plain_sweep_writes(
     moved = [
         int(await client.hget(swept.keys(s).meta, "epoch") or 0) - e for s, e in enumerate(epochs)
     ]
-    assert moved == [math.ceil(n / commit_customers) for n in due], (moved, due)
+    # The shards are read in order; the last one's page ends in a part of ``last_part``.
+    assert all(due), due
+    expected = [
+        [
+            len(p)
+            for p in commit_parts(dict.fromkeys(map(str, range(n)), b""), commit_customers, last)
+        ]
+        for n, last in zip(due, [None] * (SHARDS - 1) + [last_part], strict=True)
+    ]
+    assert scorer.parts == expected
+    assert moved == [len(sizes) for sizes in expected], (moved, due)
     assert max(moved) > (1 if commit_customers < COMMIT_CUSTOMERS else 0)
+    assert expected[-1][-1] <= last_part
 
     before = {s.customer_id: s for s in silent}
     after = {
@@ -242,3 +277,54 @@ async def test_a_part_after_one_that_did_not_apply_is_not_committed(
     await scorer.sweep(list(range(SHARDS)), 100_000)
     assert conflicts_so_far() == conflicts + 1
     assert await due_counts(client, store, now) == [0] * SHARDS
+
+
+async def test_due_pages_are_each_shards_page_in_the_order_given(
+    client: aioredis.Redis, namespace: str
+) -> None:
+    """A page per shard with customers due (at most the limit, listed in due order), in the
+    order of the shards given; a customer listed due without a state is counted, not read."""
+    states = simulated_states(40, 45.0)
+    end = (START + timedelta(days=45)).timestamp()
+    store = StateStore(client, namespace)
+    await write_copy(client, store, states, [], [], lambda s: b"")
+    await client.zadd(store.keys(2).due, {"deleted": 0.0})
+    now = end + 30 * 86_400.0
+    order = {3: now, 1: 0.0, 0: now, 2: now}  # nothing of shard 1 is due by its time
+    pages = DuePages(store, order, 5)
+    got = []
+    async for page in pages:
+        got.append((page.view.shard, list(page.blobs), page.listed, pages.exhausted))
+    await pages.aclose()
+    expected = []
+    for shard in (3, 0, 2):
+        members = await client.zrange(store.keys(shard).due, 0, 4)
+        listed = [m.decode() for m in members if isinstance(m, bytes)]
+        stored = [c for c in listed if await client.exists(store.keys(shard).customer(c))]
+        expected.append((shard, stored, len(listed), shard == 2))
+    assert got == expected
+    assert got[-1][2] == len(got[-1][1]) + 1  # "deleted", first due in shard 2
+    assert all(listed == 5 for _, _, listed, _ in got)
+
+
+async def test_due_pages_stop_reading_when_closed_and_raise_what_a_read_raised(
+    client: aioredis.Redis, namespace: str
+) -> None:
+    states = simulated_states(40, 45.0)
+    end = (START + timedelta(days=45)).timestamp()
+    store = StateStore(client, namespace)
+    await write_copy(client, store, states, [], [], lambda s: b"")
+    now = end + 30 * 86_400.0
+    pages = DuePages(store, dict.fromkeys(range(SHARDS), now), 5)
+    first = await anext(pages)
+    assert first.view.shard == 0 and not pages.exhausted
+    await pages.aclose()  # the next shard's read, under way, is stopped
+    assert pages.exhausted
+    assert [p async for p in pages] == []
+
+    unreachable = aioredis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    failing = DuePages(StateStore(unreachable, namespace), {0: now}, 5)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await anext(failing)
+    await failing.aclose()
+    await unreachable.aclose()

@@ -21,6 +21,7 @@ from scoring.engine import (
     settle,
     sweep_due,
 )
+from scoring.scores import churn_risk
 from scoring.state import DAY_S, CustomerState
 
 CONFIG = load_config()
@@ -287,6 +288,10 @@ def test_a_silent_customer_gets_an_inactivity_alert_without_any_event() -> None:
     assert alert.reasons[0].factor == "recency"
     assert sum(r.contribution for r in alert.reasons) == pytest.approx(alert.churn_risk, abs=1e-12)
     assert outcome.state.counts == state.counts  # time passed; nothing was counted
+    # the alert says what churn_risk says of the customer at the alert's time
+    want = churn_risk(state, alert.occurred_at.timestamp(), CONFIG)
+    assert (alert.churn_risk, alert.p_alive) == (want.churn_risk, want.p_alive)
+    assert alert.reasons == list(want.reasons)
 
 
 def test_inactivity_alerts_do_not_depend_on_when_the_sweeper_runs() -> None:

@@ -19,6 +19,7 @@ from scoring.scores import (
     alive_inputs,
     bad_experience_term,
     churn_assessment,
+    churn_reasons,
     churn_risk,
     churn_terms,
     churn_value,
@@ -203,6 +204,12 @@ def test_an_alerts_assessment_from_the_terms_is_churn_risk_to_the_bit(
     ]
     for mine, theirs in zip(got.reasons, want.reasons, strict=True):
         assert same_or_none(mine.contribution, theirs.contribution), mine.factor
+    # and the fields an alert validates its reasons from (engine._evaluate_churn)
+    risk, fields = churn_reasons(state, at, config, churn_terms(state, at, config))
+    assert same(risk, want.churn_risk)
+    assert [(f, d) for f, d, _ in fields] == [(r.factor, r.detail) for r in want.reasons]
+    for (f, _, c), theirs in zip(fields, want.reasons, strict=True):
+        assert same_or_none(c, theirs.contribution), f
 
 
 def test_the_assessment_from_the_terms_is_not_vacuous() -> None:

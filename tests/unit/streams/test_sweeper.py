@@ -169,3 +169,20 @@ def test_a_page_is_committed_in_parts_of_at_most_the_size_in_order() -> None:
     assert {c: b for p in parts for c, b in p.items()} == blobs
     assert list(commit_parts(blobs, 7)) == [blobs]
     assert list(commit_parts({}, 3)) == [{}]
+
+
+def test_the_last_part_is_of_at_most_the_last_size() -> None:
+    blobs = {f"c{i}": bytes([i]) for i in range(8)}
+    assert [len(p) for p in commit_parts(blobs, 3, last=2)] == [3, 3, 2]
+    assert [len(p) for p in commit_parts(blobs, 3, last=1)] == [3, 3, 1, 1]
+    assert [len(p) for p in commit_parts(blobs, 4, last=1)] == [4, 3, 1]
+    assert [len(p) for p in commit_parts(blobs, 5, last=2)] == [5, 1, 2]
+    assert [len(p) for p in commit_parts(blobs, 5, last=4)] == [5, 3]
+    # never larger than the size, and one part when all fit in the last
+    assert [len(p) for p in commit_parts(blobs, 3, last=9)] == [3, 3, 2]
+    assert list(commit_parts(blobs, 10, last=8)) == [blobs]
+    assert list(commit_parts({}, 3, last=1)) == [{}]
+    parts = list(commit_parts(blobs, 3, last=1))
+    assert [c for p in parts for c in p] == list(blobs)  # in order, each once
+    page = dict.fromkeys(map(str, range(2_000)), b"")
+    assert [len(p) for p in commit_parts(page, 1_000, last=250)] == [1_000, 750, 250]
