@@ -24,6 +24,7 @@ from streams.delivery import AlertDelivery
 from streams.fetching import FetchPolicy, set_fetching
 from streams.intake import Record
 from streams.kpis import GAUGE_REFRESH_S, KpiSource
+from streams.outcomes import BatchOutcome
 from streams.positions import (
     EXIT_STATE_LOST,
     GuardedStore,
@@ -32,7 +33,7 @@ from streams.positions import (
     done_frontier,
     install_repositioning,
 )
-from streams.processor import BatchOutcome, Scorer
+from streams.processor import Scorer
 from streams.publisher import Publisher
 from streams.redis_client import redis_of
 from streams.settings import Settings

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import redis.exceptions
@@ -27,6 +27,7 @@ from streams.delivery import SentAlerts
 from streams.intake import Decoder, Record, RejectedRecord, shard_of
 from streams.kpis import KpiDelta
 from streams.ordering import EventTimeBuffer, Scorable
+from streams.outcomes import BatchOutcome, DeadLetter, Reroute
 from streams.settings import Settings
 from streams.store import (
     OutboxEntry,
@@ -50,44 +51,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    record: Record
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reroute:
-    record: Record
-    shard: int
-    source_topic: str
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    reroutes: list[Reroute] = field(default_factory=list)
-    alerts: list[OutboxEntry] = field(default_factory=list)
-    # Records finished with: acknowledge them once the outputs above are delivered.
-    done: list[Record] = field(default_factory=list)
-    applied: int = 0
-    duplicates: int = 0
-    redelivered: int = 0
-    # (topic, outcome) -> records, for the events metric
-    by_topic: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def tally(self, topic: str, outcome: str, n: int = 1) -> None:
-        """``n`` more records of ``topic`` applied, duplicate or redelivered."""
-        key = (topic, outcome)
-        self.by_topic[key] = self.by_topic.get(key, 0) + n
-        if outcome == "applied":
-            self.applied += n
-        elif outcome == "duplicate":
-            self.duplicates += n
-        elif outcome == "redelivered":
-            self.redelivered += n
 
 
 @dataclass(frozen=True, slots=True)

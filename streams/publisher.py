@@ -23,7 +23,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.intake import SOURCE_TOPIC_HEADER, key_hash
 from streams.metrics import ALERTS_PUBLISHED, DEADLETTERS, EVENTS
-from streams.processor import DeadLetter, Reroute
+from streams.outcomes import DeadLetter, Reroute
 from streams.settings import Settings
 from streams.store import OutboxEntry
 

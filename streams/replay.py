@@ -34,7 +34,8 @@ from aiokafka.structs import TopicPartition
 from scoring.config import ScoringConfig, load_config
 from streams.intake import SOURCE_TOPIC_HEADER, Record
 from streams.modelfit import load_params
-from streams.processor import BatchOutcome, Scorer
+from streams.outcomes import BatchOutcome
+from streams.processor import Scorer
 from streams.publisher import Publisher
 from streams.redis_client import redis_of
 from streams.replay_report import (

@@ -28,7 +28,8 @@ from scoring.scores import half_lives
 from scoring.state import DAY_S, CustomerState
 from streams import services
 from streams.intake import Decoder, Record, shard_of
-from streams.processor import AlertTopics, BatchOutcome, Scorer
+from streams.outcomes import BatchOutcome
+from streams.processor import AlertTopics, Scorer
 from streams.services import EmbeddedService, Endpoints
 from streams.store import OutboxEntry, ShardView, ShardWrite, StateStore
 
