@@ -146,6 +146,18 @@ class ChurnTerms(NamedTuple):
     open_tickets: int
 
 
+class ReasonTerms(NamedTuple):
+    """What a churn risk's reasons say: its terms, the days of silence and the open
+    tickets."""
+
+    recency: float
+    p_alive: float | None
+    falling_momentum: float
+    bad_experiences: float
+    silent_days: float
+    open_tickets: int
+
+
 def churn_terms(state: CustomerState, at: float, config: ScoringConfig) -> ChurnTerms:
     """``churn_value`` with the terms it is made of, each computed once: every operation
     the per-term functions do, in the same order, so the values are the same to the bit
@@ -208,12 +220,14 @@ def churn_risk(state: CustomerState, at: float, config: ScoringConfig) -> ChurnA
         state,
         at,
         config,
-        _recency(state, at, config),
-        alive_probability(state, at, config),
-        max(0.0, -momentum(state, at, config)),
-        bad_experience_term(state, at, config),
-        max(0.0, at - state.last_seen) / DAY_S,
-        open_tickets(state),
+        ReasonTerms(
+            _recency(state, at, config),
+            alive_probability(state, at, config),
+            max(0.0, -momentum(state, at, config)),
+            bad_experience_term(state, at, config),
+            max(0.0, at - state.last_seen) / DAY_S,
+            open_tickets(state),
+        ),
     )
 
 
@@ -223,10 +237,20 @@ def churn_assessment(
     """``churn_risk(state, at, config)`` to the bit, from the state's ``churn_terms`` at
     ``at``, which the evaluation computed already (an alert's reasons would compute them
     a second time)."""
-    return _assessment(
-        state,
-        at,
-        config,
+    return _assessment(state, at, config, _reason_terms(terms))
+
+
+def churn_reasons(
+    state: CustomerState, at: float, config: ScoringConfig, terms: ChurnTerms
+) -> tuple[float, list[ReasonFields]]:
+    """``churn_assessment``'s churn risk and reasons, each reason as its fields: an alert
+    validates them with itself, in one call (a ``Reason`` made apart costs as much as the
+    validation of four: BENCHMARKS.md, Sweep)."""
+    return _reasons(state, at, config, _reason_terms(terms))
+
+
+def _reason_terms(terms: ChurnTerms) -> ReasonTerms:
+    return ReasonTerms(
         terms.recency,
         terms.p_alive,
         terms.falling_momentum,
@@ -237,59 +261,25 @@ def churn_assessment(
 
 
 def _assessment(
-    state: CustomerState,
-    at: float,
-    config: ScoringConfig,
-    recency: float,
-    alive: float | None,
-    falling: float,
-    bad: float,
-    silent_days: float,
-    tickets: int,
+    state: CustomerState, at: float, config: ScoringConfig, terms: ReasonTerms
 ) -> ChurnAssessment:
-    risk, reasons = _reasons(state, at, config, recency, alive, falling, bad, silent_days, tickets)
+    risk, reasons = _reasons(state, at, config, terms)
     return ChurnAssessment(
         churn_risk=risk,
-        recency=recency,
-        p_alive=alive,
-        falling_momentum=falling,
-        bad_experiences=bad,
+        recency=terms.recency,
+        p_alive=terms.p_alive,
+        falling_momentum=terms.falling_momentum,
+        bad_experiences=terms.bad_experiences,
         reasons=tuple(Reason(factor=f, detail=d, contribution=c) for f, d, c in reasons),
     )
 
 
-def churn_reasons(
-    state: CustomerState, at: float, config: ScoringConfig, terms: ChurnTerms
-) -> tuple[float, list[ReasonFields]]:
-    """``churn_assessment``'s churn risk and reasons, each reason as its fields: an alert
-    validates them with itself, in one call (a ``Reason`` made apart costs as much as the
-    validation of four: BENCHMARKS.md, Sweep)."""
-    return _reasons(
-        state,
-        at,
-        config,
-        terms.recency,
-        terms.p_alive,
-        terms.falling_momentum,
-        terms.bad_experiences,
-        terms.silent_days,
-        terms.open_tickets,
-    )
-
-
 def _reasons(
-    state: CustomerState,
-    at: float,
-    config: ScoringConfig,
-    recency: float,
-    alive: float | None,
-    falling: float,
-    bad: float,
-    silent_days: float,
-    tickets: int,
+    state: CustomerState, at: float, config: ScoringConfig, terms: ReasonTerms
 ) -> tuple[float, list[ReasonFields]]:
     """The churn risk (0..1) and its reasons, the largest contribution first."""
     c = config.churn
+    recency, alive, falling, bad, silent_days, tickets = terms
     reasons: list[ReasonFields] = [
         (
             "recency",
