@@ -1,12 +1,17 @@
 """What-if measurements behind the proposals in BENCHMARKS.md (not part of benchmarks.run):
 
-    python -m benchmarks.experiments [memory] [fetch] [fetches] [phases] [--customers 100000]
+    python -m benchmarks.experiments [memory] [fetch] [held] [fetches] [phases]
+        [--customers 100000]
         [--services embedded|apache] [--out FILE]
 
 ``fetch``: how long a record waits for a plain aiokafka consumer (no Faust, no scorer)
 against the embedded broker, by the consumer's ``fetch_max_wait_ms``: 400 records at
-200/s to an 8-partition topic, latency = receive time - record timestamp. Faust's worker
-consumer uses 1,500 ms (hard-coded in faust.transport.drivers.aiokafka).
+200/s to an 8-partition topic, latency = receive time - record timestamp, and the same
+gathering 10 ms (fetch_min_bytes 1 MB). Faust's worker consumer uses 1,500 ms (hard-coded in
+faust.transport.drivers.aiokafka).
+
+``held``: when the broker answers a fetch into whose wait a record is produced (Tansu looks
+for records only at some points of the wait; Apache Kafka answers as the record arrives).
 
 ``phases``: where a batch's time goes at 1,000 alert-raising events/s, with the fetch
 wait at 10 ms (ENGAGEMENT_FETCH_MAX_WAIT_MS) and ENGAGEMENT_BATCH_WITHIN_S 0.005 and
@@ -129,6 +134,10 @@ async def _write(
     }
 
 
+# (fetch_max_wait_ms, fetch_min_bytes): answered at the first record, and gathering 10 ms
+FETCH_BOUNDS = ((10, 1), (20, 1), (100, 1), (500, 1), (1500, 1), (10, 1_000_000))
+
+
 async def _fetch_latency(bootstrap: str) -> dict[str, dict[str, float]]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
@@ -138,9 +147,12 @@ async def _fetch_latency(bootstrap: str) -> dict[str, dict[str, float]]:
     await producer.start()
     out: dict[str, dict[str, float]] = {}
     try:
-        for wait_ms in (20, 100, 500, 1500):
+        for wait_ms, min_bytes in FETCH_BOUNDS:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=wait_ms
+                bootstrap_servers=bootstrap,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=wait_ms,
+                fetch_min_bytes=min_bytes,
             )
             await consumer.start()
             tps = [TopicPartition("fetch-wait", p) for p in range(8)]
@@ -162,11 +174,78 @@ async def _fetch_latency(bootstrap: str) -> dict[str, dict[str, float]]:
             await asyncio.wait_for(reader, 30)
             await consumer.stop()
             latencies.sort()
-            out[f"fetch_max_wait_ms={wait_ms}"] = {
+            gathering = f", fetch_min_bytes={min_bytes}" if min_bytes > 1 else ""
+            out[f"fetch_max_wait_ms={wait_ms}{gathering}"] = {
                 "p50_ms": round(latencies[len(latencies) // 2], 1),
                 "p99_ms": round(latencies[int(len(latencies) * 0.99)], 1),
                 "max_ms": round(latencies[-1], 1),
             }
+    finally:
+        await producer.stop()
+    return out
+
+
+async def _held_fetch(
+    bootstrap: str, waits: tuple[int, ...] = (40, 100, 300), rounds: int = 5
+) -> dict[str, dict[str, float]]:
+    """When a broker answers a fetch (fetch_min_bytes 1) into whose wait a record is
+    produced, at a fifth and at three fifths of the wait: Apache Kafka as the record
+    arrives; a broker that looks for records only at some points of the wait, at the next
+    of them. Medians over ``rounds``, in ms from the fetch's send."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.protocol.fetch import FetchRequest
+    from aiokafka.structs import TopicPartition
+
+    topic = f"fetch-held-{time.time_ns()}"
+    await create_topics(bootstrap, [topic], 1)
+    tp = TopicPartition(topic, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for wait_ms in waits:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=wait_ms
+            )
+            fetches: list[tuple[float, float | None]] = []  # (sent, answered), monotonic
+            send = consumer._client.send
+
+            async def timed(node_id: int, request: Any, fetches: Any = fetches, send: Any = send,
+                            **kwargs: Any) -> Any:  # fmt: skip
+                if not isinstance(request, FetchRequest):
+                    return await send(node_id, request, **kwargs)
+                fetches.append((time.monotonic(), None))
+                i = len(fetches) - 1
+                response = await send(node_id, request, **kwargs)
+                fetches[i] = (fetches[i][0], time.monotonic())
+                return response
+
+            consumer._client.send = timed
+            await consumer.start()
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            for into in (0.2, 0.6):
+                produced, answered = [], []
+                for _ in range(rounds):
+                    fetched = len(fetches)
+                    while len(fetches) == fetched:  # the next fetch, empty so far
+                        await asyncio.sleep(0.001)
+                    sent = fetches[-1][0]
+                    await asyncio.sleep(max(0.0, sent + into * wait_ms / 1000 - time.monotonic()))
+                    at = time.monotonic()
+                    await producer.send_and_wait(topic, b"x")
+                    while not await consumer.getmany(tp, timeout_ms=5000):
+                        pass
+                    # the fetch that brought it: the last one answered after the record went
+                    done = max(a for s, a in fetches if a is not None and a >= at)
+                    (start,) = [s for s, a in fetches if a == done]
+                    produced.append(1000 * (at - start))
+                    answered.append(1000 * (done - start))
+                out[f"fetch_max_wait_ms={wait_ms}, produced at {into:.0%} of the wait"] = {
+                    "produced_ms": round(statistics.median(produced), 1),
+                    "answered_ms": round(statistics.median(answered), 1),
+                }
+            await consumer.stop()
     finally:
         await producer.stop()
     return out
@@ -219,7 +298,9 @@ def _phases(endpoints: Any, run_dir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments", description=__doc__)
-    parser.add_argument("which", nargs="*", help="fetch, fetches, phases, memory (default: all)")
+    parser.add_argument(
+        "which", nargs="*", help="fetch, held, fetches, phases, memory (default: all)"
+    )
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument(
@@ -229,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the embedded pair (Tansu + Valkey) or Apache Kafka + Redis",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    known = {"fetch", "fetches", "phases", "memory"}
+    known = {"fetch", "held", "fetches", "phases", "memory"}
     which = set(args.which) or known
     if which - known:
         parser.error(f"unknown experiments: {', '.join(sorted(which - known))}")
@@ -243,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         results["services"] = args.services
         if "fetch" in which:
             results["fetch"] = asyncio.run(_fetch_latency(endpoints.kafka_bootstrap))
+        if "held" in which:
+            results["held"] = asyncio.run(_held_fetch(endpoints.kafka_bootstrap))
         if "fetches" in which:
             results["fetches"] = asyncio.run(fetch_costs(endpoints.kafka_bootstrap))
         if "phases" in which:

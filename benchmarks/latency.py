@@ -187,7 +187,6 @@ def _cpu_of(worker: Proc | None) -> float:
 _GATHER_10MS = {"ENGAGEMENT_FETCH_MIN_BYTES": "1000000", "ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"}
 _NO_GATHERING = {"ENGAGEMENT_FETCH_GATHER_MS": "0"}
 _AIOKAFKA_FETCHING = {**_NO_GATHERING, "ENGAGEMENT_FETCH_SESSIONS": "false"}
-_WITHOUT_LULL = {"ENGAGEMENT_FETCH_LULL_MS": "0"}
 
 # name -> (worker module, extra environment, one event in how many alerts): the scorer
 # as shipped, with its settings changed where named.
@@ -211,10 +210,14 @@ LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str], int]] = {
     # (streams/fetching.py).
     "aiokafka_fetching": ("streams.cli worker", _AIOKAFKA_FETCHING, 1),
     "aiokafka_fetching_one_in_ten_alerts": ("streams.cli worker", _AIOKAFKA_FETCHING, 10),
-    # A fetch that came back empty waits fetch_max_wait_ms even right after records (no
-    # lull: streams/fetching.py, FetchPolicy).
-    "without_lull": ("streams.cli worker", _WITHOUT_LULL, 1),
-    "without_lull_one_in_ten_alerts": ("streams.cli worker", _WITHOUT_LULL, 10),
+    # Tansu (the embedded broker) looks for records at a fetch's start and halfway:
+    # shorter gathering, or fetches answered at the first record within 20 ms.
+    "gather_5ms": ("streams.cli worker", {"ENGAGEMENT_FETCH_GATHER_MS": "5"}, 1),
+    "first_record_20ms": (
+        "streams.cli worker",
+        {**_NO_GATHERING, "ENGAGEMENT_FETCH_MAX_WAIT_MS": "20"},
+        1,
+    ),
 }
 # Returning customers of the page views between alerts.
 _RETURNING = 5_000

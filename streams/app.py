@@ -226,11 +226,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         partitions=settings.partitions,
     )
 
-    policy = FetchPolicy(
-        sessions=settings.fetch_sessions,
-        gather_ms=settings.fetch_gather_ms,
-        lull_ms=settings.fetch_lull_ms,
-    )
+    policy = FetchPolicy(sessions=settings.fetch_sessions, gather_ms=settings.fetch_gather_ms)
     set_fetching(app.consumer, settings.fetch_max_wait_ms, settings.fetch_min_bytes, policy)
     _read_inputs(rt, inputs)
 

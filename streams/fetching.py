@@ -26,9 +26,7 @@ light, and each fetch costs the consumer ~0.6-1 ms of CPU whatever it brings. So
 fetches keep returning records, the next one asks the broker to gather for up to
 ``gather_ms``; a fetch that comes back empty goes back to the consumer's own bounds
 (answered at the first record, or after ``fetch_max_wait_ms``), so an idle consumer still
-fetches rarely, and the first record after a quiet spell is not held back. For a while after
-the last records (``lull_ms``) that wait is at most ``gather_ms`` too: a broker that looks for
-records only partway through a wait (Tansu) holds them less (FetchPolicy).
+fetches rarely, and the first record after a quiet spell is not held back.
 
 The patch wraps two private methods of aiokafka's Fetcher, so it is installed only over the
 exact sources it was written against (checked by digest); any other aiokafka keeps its
@@ -162,22 +160,12 @@ class FetchSession:
 class FetchPolicy:
     """How a consumer fetches beyond its bounds. ``sessions``: incremental fetch sessions.
     ``gather_ms``: while fetches keep returning records, each gathers up to this long (for
-    ``gather_bytes``); a fetch that came back empty waits for the first record instead.
-    0: never gather. ``lull_ms``: for this long after the last records, that wait is at
-    most ``gather_ms`` too; after it, the consumer's own bounds, so an idle consumer
-    fetches rarely.
-
-    The lull is for a broker that looks for records only partway through a fetch's wait:
-    Tansu looks at the start and halfway, so a record arriving meanwhile waited up to half
-    of fetch_max_wait_ms there (50 ms of a 100 ms wait: the embedded pair's alert-latency
-    tail, BENCHMARKS.md), and now up to half of ``gather_ms``. Apache Kafka answers at the
-    first record either way; a pause in input shorter than the lull costs it one empty
-    fetch per ``gather_ms``."""
+    ``gather_bytes``); a fetch that came back empty waits for the first record instead
+    (the consumer's own bounds), so an idle consumer fetches rarely. 0: never gather."""
 
     sessions: bool = True
     gather_ms: int = 0
     gather_bytes: int = 1_048_576
-    lull_ms: int = 0
 
 
 @dataclass
@@ -187,17 +175,12 @@ class NodeFetching:
     session: FetchSession = field(default_factory=FetchSession)
     # whether the last reply carried records: the next fetch gathers
     records_came: bool = False
-    # when a reply last carried records (time.monotonic(); None: never)
-    records_at: float | None = None
 
-    def request(self, policy: FetchPolicy, base: FetchRequest, now: float) -> FetchRequest:
-        if policy.gather_ms:
-            if self.records_came:
-                # never longer than the consumer's own longest wait
-                base._max_wait_ms = min(policy.gather_ms, base._max_wait_ms)
-                base._min_bytes = max(base._min_bytes, policy.gather_bytes)
-            elif self.records_at is not None and now - self.records_at < policy.lull_ms / 1000:
-                base._max_wait_ms = min(policy.gather_ms, base._max_wait_ms)
+    def request(self, policy: FetchPolicy, base: FetchRequest) -> FetchRequest:
+        if policy.gather_ms and self.records_came:
+            # never longer than the consumer's own longest wait
+            base._max_wait_ms = min(policy.gather_ms, base._max_wait_ms)
+            base._min_bytes = max(base._min_bytes, policy.gather_bytes)
         return self.session.request(base) if policy.sessions else base
 
 
@@ -223,8 +206,6 @@ class PolicyClient:
             node.records_came = False
             raise
         node.records_came = any(p[-1] for _, partitions in response.topics for p in partitions)
-        if node.records_came:
-            node.records_at = time.monotonic()
         if isinstance(request, SessionFetchRequest) and node.session.answered(request, response):
             request.polled_at = int(1000 * time.time())
         return response
@@ -279,9 +260,9 @@ def install() -> bool:
                 return actions(self, assignment)
             client = self._client = PolicyClient(client, policy)
         requests, *rest = actions(self, assignment)
-        nodes, policy, now = client.nodes, client.policy, time.monotonic()
+        nodes, policy = client.nodes, client.policy
         requests = [
-            (node_id, nodes.setdefault(node_id, NodeFetching()).request(policy, request, now))
+            (node_id, nodes.setdefault(node_id, NodeFetching()).request(policy, request))
             for node_id, request in requests
         ]
         return (requests, *rest)
@@ -329,11 +310,7 @@ def set_fetching(consumer: Any, ms: int, min_bytes: int, policy: FetchPolicy) ->
         kafka_consumer._fetch_min_bytes = min_bytes
         used = use(kafka_consumer, policy)
         gathers = used and policy.gather_ms
-        gather = (
-            f"{policy.gather_ms} ms while records keep coming and {policy.lull_ms} ms after"
-            if gathers
-            else "no gathering"
-        )
+        gather = f"{policy.gather_ms} ms while records keep coming" if gathers else "no gathering"
         how = "in incremental sessions" if used and policy.sessions else "every partition each"
         log.info("fetches wait at most %d ms for %d bytes (%s), %s", ms, min_bytes, gather, how)
         return kafka_consumer

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(default=0.005, gt=0)
     # The longest a fetch may wait for records. Apache Kafka answers as soon as any arrive;
     # Tansu (the embedded broker) looks for them only at the start and halfway, so a record
-    # can wait half of this there (but see fetch_lull_ms). Faust itself hard-codes 1500 ms.
+    # can wait half of this there (Faust itself hard-codes 1500 ms).
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
     # How much a fetch waits to gather (up to fetch_max_wait_ms). 1: answered at the first
     # record. More trades latency for CPU when input is light: fewer, larger fetches
@@ -73,11 +73,6 @@ class Settings(BaseSettings):
     # instead (fetch_min_bytes, fetch_max_wait_ms), so an idle worker fetches rarely.
     # 0: never gather. BENCHMARKS.md: CPU per event and latency at 1,000 events/s.
     fetch_gather_ms: int = Field(default=10, ge=0, le=60_000)
-    # For this long after the last records, a fetch that came back empty waits at most
-    # fetch_gather_ms for the next (not fetch_max_wait_ms): on Tansu a record arriving in a
-    # short pause waits at most half of that; on Apache Kafka it changes nothing but an
-    # empty fetch per fetch_gather_ms of pause. After it, an idle worker fetches rarely.
-    fetch_lull_ms: int = Field(default=1000, ge=0, le=600_000)
     # uvloop's event loop does the same work in less CPU than asyncio's (a third of the
     # worker's time is the loop's own: BENCHMARKS.md); asyncio stays for debugging.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

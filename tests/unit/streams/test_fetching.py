@@ -109,41 +109,21 @@ def test_the_epoch_wraps_to_one_not_to_the_initial_epoch() -> None:
 def test_fetches_gather_only_while_records_keep_coming() -> None:
     node = NodeFetching()
     policy = FetchPolicy(gather_ms=10, gather_bytes=1_000_000)
-    idle = node.request(policy, _fetch({("a", 0): 1}), now=0.0)
+    idle = node.request(policy, _fetch({("a", 0): 1}))
     assert (idle._max_wait_ms, idle._min_bytes) == (100, 1)  # the consumer's own bounds
     assert isinstance(idle, fetching.SessionFetchRequest)
 
     node.records_came = True
-    busy = _sent(node.request(policy, _fetch({("a", 0): 1}), now=0.0))
+    busy = _sent(node.request(policy, _fetch({("a", 0): 1})))
     assert (busy.max_wait_time, busy.min_bytes) == (10, 1_000_000)
 
     short = _fetch({("a", 0): 1})
     short._max_wait_ms = 5  # a consumer that never waits longer than 5 ms
-    assert node.request(policy, short, now=0.0)._max_wait_ms == 5
+    assert node.request(policy, short)._max_wait_ms == 5
 
-    never = node.request(FetchPolicy(sessions=False, gather_ms=0), _fetch({("a", 0): 1}), 0.0)
+    never = node.request(FetchPolicy(sessions=False, gather_ms=0), _fetch({("a", 0): 1}))
     assert type(never) is FetchRequest
     assert (never._max_wait_ms, never._min_bytes) == (100, 1)
-
-
-def test_in_a_lull_after_records_an_empty_fetch_waits_at_most_the_gathering() -> None:
-    policy = FetchPolicy(gather_ms=10, gather_bytes=1_000_000, lull_ms=1000)
-    node = NodeFetching(records_came=False, records_at=50.0)
-    # answered at the first record, as after any empty fetch, but waiting at most 10 ms
-    assert _bounds(node, policy, 50.0) == _bounds(node, policy, 50.999) == (10, 1)
-    # the lull is over: an idle consumer's own bounds, as when no records ever came
-    assert _bounds(node, policy, 51.0) == _bounds(node, policy, 60.0) == (100, 1)
-    assert _bounds(NodeFetching(), policy, 50.0) == (100, 1)
-    # no lull without gathering, nor with a lull of 0
-    assert _bounds(node, FetchPolicy(gather_ms=0, lull_ms=1000), 50.5) == (100, 1)
-    assert _bounds(node, FetchPolicy(gather_ms=10, lull_ms=0), 50.5) == (100, 1)
-    node.records_came = True  # gathering, as before
-    assert _bounds(node, policy, 50.5) == _bounds(node, policy, 60.0) == (10, 1_000_000)
-
-
-def _bounds(node: NodeFetching, policy: FetchPolicy, now: float) -> tuple[int, int]:
-    request = node.request(policy, _fetch({("a", 0): 1}), now)
-    return request._max_wait_ms, request._min_bytes
 
 
 def test_the_installed_aiokafka_is_the_one_patched() -> None:

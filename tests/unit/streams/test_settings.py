@@ -30,7 +30,6 @@ def test_defaults_load_and_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
         ("ENGAGEMENT_EVENT_LOOP", "trio"),
         ("ENGAGEMENT_FETCH_MIN_BYTES", "0"),
         ("ENGAGEMENT_FETCH_GATHER_MS", "-1"),
-        ("ENGAGEMENT_FETCH_LULL_MS", "-5"),
         ("ENGAGEMENT_FETCH_SESSIONS", "sometimes"),
     ],
 )
