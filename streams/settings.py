@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     # while under load batches fill long before it (benchmarks: default vs within_50ms).
     batch_within_s: float = Field(default=0.005, gt=0)
     # The longest a fetch may wait for records. Apache Kafka answers as soon as any arrive;
-    # Tansu (the embedded broker) looks for them only at the start and halfway, so a record
-    # can wait half of this there (Faust itself hard-codes 1500 ms).
+    # Tansu (the embedded broker) looks for them at the start, halfway, at three quarters
+    # and so on, so a record can wait half of this there (Faust hard-codes 1500 ms).
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
     # How much a fetch waits to gather (up to fetch_max_wait_ms). 1: answered at the first
     # record. More trades latency for CPU when input is light: fewer, larger fetches
