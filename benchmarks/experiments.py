@@ -208,13 +208,15 @@ async def _held_fetch(
                 bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=wait_ms
             )
             fetches: list[tuple[float, float | None]] = []  # (sent, answered), monotonic
+            fetch_sent = asyncio.Event()
             send = consumer._client.send
 
             async def timed(node_id: int, request: Any, fetches: Any = fetches, send: Any = send,
-                            **kwargs: Any) -> Any:  # fmt: skip
+                            sent: asyncio.Event = fetch_sent, **kwargs: Any) -> Any:  # fmt: skip
                 if not isinstance(request, FetchRequest):
                     return await send(node_id, request, **kwargs)
                 fetches.append((time.monotonic(), None))
+                sent.set()
                 i = len(fetches) - 1
                 response = await send(node_id, request, **kwargs)
                 fetches[i] = (fetches[i][0], time.monotonic())
@@ -227,9 +229,8 @@ async def _held_fetch(
             for into in (0.2, 0.6):
                 produced, answered = [], []
                 for _ in range(rounds):
-                    fetched = len(fetches)
-                    while len(fetches) == fetched:  # the next fetch, empty so far
-                        await asyncio.sleep(0.001)
+                    fetch_sent.clear()
+                    await fetch_sent.wait()  # the next fetch, empty so far
                     sent = fetches[-1][0]
                     await asyncio.sleep(max(0.0, sent + into * wait_ms / 1000 - time.monotonic()))
                     at = time.monotonic()
