@@ -238,8 +238,10 @@ async def _held_fetch(
                     while not await consumer.getmany(tp, timeout_ms=5000):
                         pass
                     # the fetch that brought it: the last one answered after the record went
-                    done = max(a for s, a in fetches if a is not None and a >= at)
-                    (start,) = [s for s, a in fetches if a == done]
+                    start, done = max(
+                        ((s, a) for s, a in fetches if a is not None and a >= at),
+                        key=lambda fetch: fetch[1],
+                    )
                     produced.append(1000 * (at - start))
                     answered.append(1000 * (done - start))
                 out[f"fetch_max_wait_ms={wait_ms}, produced at {into:.0%} of the wait"] = {

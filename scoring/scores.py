@@ -216,53 +216,14 @@ def churn_terms(state: CustomerState, at: float, config: ScoringConfig) -> Churn
 
 
 def churn_risk(state: CustomerState, at: float, config: ScoringConfig) -> ChurnAssessment:
-    return _assessment(
-        state,
-        at,
-        config,
-        ReasonTerms(
-            _recency(state, at, config),
-            alive_probability(state, at, config),
-            max(0.0, -momentum(state, at, config)),
-            bad_experience_term(state, at, config),
-            max(0.0, at - state.last_seen) / DAY_S,
-            open_tickets(state),
-        ),
+    terms = ReasonTerms(
+        _recency(state, at, config),
+        alive_probability(state, at, config),
+        max(0.0, -momentum(state, at, config)),
+        bad_experience_term(state, at, config),
+        max(0.0, at - state.last_seen) / DAY_S,
+        open_tickets(state),
     )
-
-
-def churn_assessment(
-    state: CustomerState, at: float, config: ScoringConfig, terms: ChurnTerms
-) -> ChurnAssessment:
-    """``churn_risk(state, at, config)`` to the bit, from the state's ``churn_terms`` at
-    ``at``, which the evaluation computed already (an alert's reasons would compute them
-    a second time)."""
-    return _assessment(state, at, config, _reason_terms(terms))
-
-
-def churn_reasons(
-    state: CustomerState, at: float, config: ScoringConfig, terms: ChurnTerms
-) -> tuple[float, list[ReasonFields]]:
-    """``churn_assessment``'s churn risk and reasons, each reason as its fields: an alert
-    validates them with itself, in one call (a ``Reason`` made apart costs as much as the
-    validation of four: BENCHMARKS.md, Sweep)."""
-    return _reasons(state, at, config, _reason_terms(terms))
-
-
-def _reason_terms(terms: ChurnTerms) -> ReasonTerms:
-    return ReasonTerms(
-        terms.recency,
-        terms.p_alive,
-        terms.falling_momentum,
-        terms.bad_experiences,
-        terms.silent_days,
-        terms.open_tickets,
-    )
-
-
-def _assessment(
-    state: CustomerState, at: float, config: ScoringConfig, terms: ReasonTerms
-) -> ChurnAssessment:
     risk, reasons = _reasons(state, at, config, terms)
     return ChurnAssessment(
         churn_risk=risk,
@@ -271,6 +232,28 @@ def _assessment(
         falling_momentum=terms.falling_momentum,
         bad_experiences=terms.bad_experiences,
         reasons=tuple(Reason(factor=f, detail=d, contribution=c) for f, d, c in reasons),
+    )
+
+
+def churn_reasons(
+    state: CustomerState, at: float, config: ScoringConfig, terms: ChurnTerms
+) -> tuple[float, list[ReasonFields]]:
+    """``churn_risk(state, at, config)``'s churn risk and reasons to the bit, from the
+    state's ``churn_terms`` at ``at``, which the evaluation computed already, each reason
+    as its fields: an alert validates them with itself, in one call (a ``Reason`` made
+    apart costs as much as the validation of four: BENCHMARKS.md, Sweep)."""
+    return _reasons(
+        state,
+        at,
+        config,
+        ReasonTerms(
+            terms.recency,
+            terms.p_alive,
+            terms.falling_momentum,
+            terms.bad_experiences,
+            terms.silent_days,
+            terms.open_tickets,
+        ),
     )
 
 
@@ -320,7 +303,6 @@ __all__ = [
     "ChurnTerms",
     "alive_inputs",
     "alive_probability",
-    "churn_assessment",
     "churn_reasons",
     "churn_risk",
     "churn_terms",

@@ -70,8 +70,9 @@ class DuePages:
     front, the pages were two round trips the worker waited for at the start of every
     sweep, with Redis idle while the worker scored (BENCHMARKS.md, Sweep). Reading a
     shard while another's commits are in flight is safe: each commit checks only its
-    own shard's epoch. ``aclose`` stops a read still under way; ``exhausted``: the page
-    last given is the last one."""
+    own shard's epoch. ``aclose`` stops a read still under way; ``exhausted``: no shard
+    is left to read after the page last given (a later shard with none due still counts,
+    so that page's last part is not made smaller then: knowing would cost the overlap)."""
 
     def __init__(self, store: StateStore, now_by_shard: Mapping[int, float], limit: int) -> None:
         self._store, self._now_by_shard, self._limit = store, now_by_shard, limit

@@ -18,7 +18,6 @@ from scoring.model import BgNbdParams, ModelParams
 from scoring.scores import (
     alive_inputs,
     bad_experience_term,
-    churn_assessment,
     churn_reasons,
     churn_risk,
     churn_terms,
@@ -191,21 +190,16 @@ def same_or_none(a: float | None, b: float | None) -> bool:
 def test_an_alerts_assessment_from_the_terms_is_churn_risk_to_the_bit(
     case: tuple[ScoringConfig, float, CustomerState],
 ) -> None:
-    """An alert's churn assessment is built from the terms its evaluation computed: the
-    risk, every part and every reason (its detail and contribution) as churn_risk gives
-    them, in the same order."""
+    """An alert's churn risk and reasons are built from the terms its evaluation computed:
+    the risk, every part and every reason (its detail and contribution) as churn_risk
+    gives them, in the same order."""
     config, at, state = case
-    got = churn_assessment(state, at, config, churn_terms(state, at, config))
+    terms = churn_terms(state, at, config)
     want = churn_risk(state, at, config)
-    for name in ("churn_risk", "recency", "p_alive", "falling_momentum", "bad_experiences"):
-        assert same_or_none(getattr(got, name), getattr(want, name)), name
-    assert [(r.factor, r.detail) for r in got.reasons] == [
-        (r.factor, r.detail) for r in want.reasons
-    ]
-    for mine, theirs in zip(got.reasons, want.reasons, strict=True):
-        assert same_or_none(mine.contribution, theirs.contribution), mine.factor
-    # and the fields an alert validates its reasons from (engine._evaluate_churn)
-    risk, fields = churn_reasons(state, at, config, churn_terms(state, at, config))
+    for name in ("recency", "p_alive", "falling_momentum", "bad_experiences"):
+        assert same_or_none(getattr(terms, name), getattr(want, name)), name
+    # the risk and the fields an alert validates its reasons from (engine._evaluate_churn)
+    risk, fields = churn_reasons(state, at, config, terms)
     assert same(risk, want.churn_risk)
     assert [(f, d) for f, d, _ in fields] == [(r.factor, r.detail) for r in want.reasons]
     for (f, _, c), theirs in zip(fields, want.reasons, strict=True):
@@ -225,8 +219,13 @@ def test_the_assessment_from_the_terms_is_not_vacuous() -> None:
         purchase_days=4,
     )
     at = T0 + 12 * DAY_S
-    got = churn_assessment(state, at, FITTED, churn_terms(state, at, FITTED))
-    assert got == churn_risk(state, at, FITTED)
+    terms = churn_terms(state, at, FITTED)
+    got = churn_risk(state, at, FITTED)
+    parts = (terms.recency, terms.p_alive, terms.falling_momentum, terms.bad_experiences)
+    assert parts == (got.recency, got.p_alive, got.falling_momentum, got.bad_experiences)
+    risk, fields = churn_reasons(state, at, FITTED, terms)
+    assert risk == got.churn_risk
+    assert fields == [(r.factor, r.detail, r.contribution) for r in got.reasons]
     assert {r.factor for r in got.reasons} == {"recency", "momentum", "bad_experiences", "p_alive"}
     assert all(r.contribution > 0 for r in got.reasons)
     assert "2 open tickets" in next(r.detail for r in got.reasons if r.factor == "bad_experiences")
