@@ -58,8 +58,8 @@ class RunResult:
 
 def write_records(path: Path, customers: int, days: float, seed: int) -> int:
     """Simulated records as JSON lines [topic, partition, offset, key, value]."""
-    from streams.intake import shard_of
-    from streams.simulator import encode, generate
+    from streams.dev.simulator import encode, generate
+    from streams.pipeline.intake import shard_of
 
     offsets: dict[tuple[str, int], int] = {}
     lines = []
@@ -87,7 +87,7 @@ def valkey_binary() -> str:
 @contextmanager
 def valkey_server() -> Iterator[tuple[int, int]]:
     """A throwaway Valkey (no persistence) on a free port: (its port, its pid)."""
-    from streams.services import free_port
+    from streams.dev.services import free_port
 
     port = free_port()
     server = subprocess.Popen(
@@ -130,14 +130,14 @@ async def measure(
 ) -> RunResult:
     """One run of the tree on ``sys.path``: every record through ``Scorer.process``."""
     from scoring.config import load_config
-    from streams.intake import Decoder, Record
-    from streams.processor import AlertTopics, Scorer
-    from streams.store import StateStore
+    from streams.pipeline.intake import Decoder, Record
+    from streams.pipeline.processor import AlertTopics, Scorer
+    from streams.state.store import StateStore
 
     try:
-        from streams.redis_client import connect_redis
-    except ImportError:  # a tree from before streams/redis_client.py (--tree)
-        from streams.store import connect_redis  # type: ignore[attr-defined,no-redef]
+        from streams.state.redis_client import connect_redis
+    except ImportError:  # a tree from before streams/state/redis_client.py (--tree)
+        from streams.state.store import connect_redis  # type: ignore[attr-defined,no-redef]
 
     records = []
     ends: dict[tuple[str, int], int] = {}

@@ -26,10 +26,10 @@ from typing import Any
 
 from benchmarks import procs, sections, workload
 from benchmarks.procs import Procs, service_pids
-from streams.services import embedded_services
+from streams.dev.services import embedded_services
+from streams.dev.simulator import SimEvent, publish
+from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
-from streams.simulator import SimEvent, publish
-from streams.topics import ensure_topics
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

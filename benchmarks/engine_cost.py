@@ -3,7 +3,7 @@
     python -m benchmarks.engine_cost [--customers 370] [--days 90] [--seed 1] [--runs 5]
                                      [--events FILE] [--save-events FILE]
 
-Simulated events (``streams.simulator.generate``, ~50k with the defaults) are decoded
+Simulated events (``streams.dev.simulator.generate``, ~50k with the defaults) are decoded
 once, up front; each run then folds all of them with ``scoring.engine.apply_event`` on
 the event clock, as the worker does, starting from empty states. Prints the median over
 the runs of the CPU microseconds per event (process time: wall time swings on a shared
@@ -32,8 +32,8 @@ from schemas.events import InputEvent
 from scoring.config import load_config
 from scoring.engine import apply_event
 from scoring.state import CustomerState
-from streams.intake import Decoder, Record
-from streams.simulator import encode, generate
+from streams.dev.simulator import encode, generate
+from streams.pipeline.intake import Decoder, Record
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 _DECODER = Decoder("clickstream", "purchases", "feedback")

@@ -20,8 +20,8 @@ from aiokafka.structs import TopicPartition
 
 from benchmarks.procs import Proc, cpu_seconds, machine_busy_seconds
 from benchmarks.sections import POLL_S, Context, percentile, settings_of
+from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
-from streams.topics import ensure_topics
 
 if TYPE_CHECKING:
     from benchmarks.profile import Spy
@@ -207,7 +207,7 @@ LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str], int]] = {
     # Fetches answered at their first record, even while records keep coming.
     "without_fetch_gathering": ("streams.cli worker", _NO_GATHERING, 1),
     # As aiokafka fetches: every fetch names every partition, and none gathers
-    # (streams/fetching.py).
+    # (streams/kafka/fetching.py).
     "aiokafka_fetching": ("streams.cli worker", _AIOKAFKA_FETCHING, 1),
     "aiokafka_fetching_one_in_ten_alerts": ("streams.cli worker", _AIOKAFKA_FETCHING, 10),
     # Tansu (the embedded broker) looks for records at a fetch's start and halfway:

@@ -42,9 +42,9 @@ from typing import Any
 from benchmarks import latency, sections, sweeps, workload
 from benchmarks.procs import REPO, Proc, Procs, service_pids
 from scoring.config import load_config
-from streams.services import embedded_services
-from streams.simulator import publish
-from streams.topics import ensure_topics
+from streams.dev.services import embedded_services
+from streams.dev.simulator import publish
+from streams.kafka.topics import ensure_topics
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 _LINE = re.compile(r":\d+\)$")
@@ -124,7 +124,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
     ("alerts: publish to Kafka + XDEL outbox", ("Publisher.publish (", "AlertDelivery._run (")),
     ("ack: stream.ack per event", ("Stream.ack (",)),
-    ("Record + inflight bookkeeping (_record)", ("_record (streams/app.py",)),
+    ("Record + inflight bookkeeping (_record)", ("_record (streams/worker/app.py",)),
     ("event-time buffer", ("EventTimeBuffer.",)),
     ("Faust take/noack_take buffering", ("Stream.noack_take (", "Stream.take (")),
     ("rest of the agent body / Scorer.process", ("create_app.<locals>.score (", "Scorer.")),

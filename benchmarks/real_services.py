@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from streams.services import Endpoints, free_port
+from streams.dev.services import Endpoints, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_SCRIPT = REPO / "scripts" / "apache-kafka.sh"

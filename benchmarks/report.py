@@ -242,7 +242,7 @@ def markdown(results: dict[str, Any]) -> str:
         labels = {
             "full_scorer": "full scorer, 1 worker (`streams.cli worker`, batch path)",
             "full_scorer_agent": "full scorer, 1 worker, Faust's agent (INGEST=agent)",
-            "faust_batches_ack": "ceiling: no-op on the batch path (streams/batches.py), ack",
+            "faust_batches_ack": "ceiling: no-op on the batch path (streams/kafka/batches.py), ack",
             "faust_noack_take_ack": "Faust ceiling: no-op agent, noack_take + ack per event",
             "faust_take": "Faust ceiling: no-op agent, take",
             "aiokafka_getmany": "physical limit: aiokafka getmany + orjson",

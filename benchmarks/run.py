@@ -39,8 +39,8 @@ from benchmarks import latency, report, sections, sweeps, workload
 from benchmarks.procs import REPO, Procs, machine_busy_seconds, own_seconds, service_pids
 from benchmarks.real_services import apache_services, kafka_version
 from scoring.config import load_config
-from streams.redis_client import connect_redis
-from streams.services import embedded_services
+from streams.dev.services import embedded_services
+from streams.state.redis_client import connect_redis
 
 SECTIONS = ("throughput", "latency", "memory", "sweep")
 
@@ -200,8 +200,8 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
     )
     templates = workload.read_templates(templates_path)
     results["state_templates"] = {
-        "generator": f"scoring.engine over streams.simulator.generate({plan.template_customers}, "
-        f"{plan.template_days}, {plan.seed})",
+        "generator": "scoring.engine over streams.dev.simulator.generate("
+        f"{plan.template_customers}, {plan.template_days}, {plan.seed})",
         "states": len(templates),
         "with_next_check": sum(t.next_check_at is not None for t in templates),
         "json_bytes_mean": round(sum(len(t.to_bytes()) for t in templates) / len(templates), 1),

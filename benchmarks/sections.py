@@ -22,13 +22,13 @@ from benchmarks.procs import (
 )
 from benchmarks.workload import clones, customer_id, write_states
 from scoring.state import CustomerState
-from streams.intake import shard_of
-from streams.redis_client import connect_redis
-from streams.services import Endpoints
+from streams.dev.services import Endpoints
+from streams.dev.simulator import SimEvent, publish
+from streams.kafka.topics import ensure_topics
+from streams.pipeline.intake import shard_of
 from streams.settings import Settings
-from streams.simulator import SimEvent, publish
-from streams.store import StateStore
-from streams.topics import ensure_topics
+from streams.state.redis_client import connect_redis
+from streams.state.store import StateStore
 
 POLL_S = 0.1
 

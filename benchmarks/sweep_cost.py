@@ -61,8 +61,8 @@ async def measure(port: int, server_pid: int, templates_file: Path, customers: i
     )
     from scoring.config import load_config
     from streams.cli import settle_heap
-    from streams.redis_client import connect_redis
-    from streams.store import StateStore
+    from streams.state.redis_client import connect_redis
+    from streams.state.store import StateStore
 
     shards = list(range(SHARDS))
     client: Any = connect_redis(f"redis://127.0.0.1:{port}/0")
@@ -134,9 +134,9 @@ def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[s
     from scoring.state import CustomerState
     from scoring.stored import check_inputs
     from streams.cli import settle_heap
-    from streams.kpis import KpiDelta
-    from streams.store import ShardView
-    from streams.sweeper import sweep_shard
+    from streams.pipeline.sweeper import sweep_shard
+    from streams.state.kpis import KpiDelta
+    from streams.state.store import ShardView
 
     config = load_config(None)
     templates = [CustomerState.from_bytes(b) for b in _templates(template_customers)]

@@ -7,7 +7,7 @@ to its logger, so every task writes its result, as JSON, to ``spec["out"]`` (and
 first batch arrived, a marker to ``spec["out"] + ".first"``).
 
 - ``faust``: the framework ceiling, a Faust agent that does nothing, built from the very
-  App, topic and agent arguments streams.app.create_app uses (captured, not copied), with
+  App, topic and agent arguments streams.worker.app.create_app uses (captured, not copied), with
   ``mode`` ``noack_take`` (then ``await stream.ack(e)`` per event, like the scorer) or
   ``take``.
 - ``aiokafka``: the physical limit, a plain consumer reading with ``getmany`` and decoding
@@ -83,7 +83,7 @@ def run_faust(spec: dict[str, Any]) -> None:
 
     import faust
 
-    import streams.app as scorer_app
+    import streams.worker.app as scorer_app
     from scoring.config import load_config
     from streams.settings import load_settings
 
@@ -122,8 +122,8 @@ def run_faust(spec: dict[str, Any]) -> None:
 
     app.on_partitions_assigned.connect(on_assigned)
     if mode == "batches":
-        # The scorer's own path (streams/batches.py), doing nothing but acknowledge.
-        from streams.batches import BatchReader
+        # The scorer's own path (streams/kafka/batches.py), doing nothing but acknowledge.
+        from streams.kafka.batches import BatchReader
 
         async def ack_all(messages: list[Any]) -> None:
             at = time.time()
@@ -184,7 +184,7 @@ async def run_aiokafka(spec: dict[str, Any]) -> None:
 
 async def _read_all(settings: Any, limit: int) -> list[Any]:
     """The first ``limit`` input records in publish (= event time) order."""
-    from streams.intake import Record
+    from streams.pipeline.intake import Record
 
     async with _from_beginning(settings) as (consumer, tps):
         ends = await consumer.end_offsets(tps)
@@ -208,7 +208,7 @@ async def run_naive(spec: dict[str, Any]) -> None:
     (``scorer_batched_in_process``, all records, for reference), then without batching
     (the naive baseline, the first ``limit`` records), in two forms:
 
-    - ``scorer_per_event``: streams.processor.Scorer.process called with one record at a
+    - ``scorer_per_event``: streams.pipeline.processor.Scorer.process called with one record at a
       time: per event one pipelined read (HGETALL meta + MGET) and one EVALSHA commit,
       i.e. the full semantics (applied offsets, due schedule, outbox), no batching.
     - ``get_set_per_event``: decode, GET the state, scoring.engine.apply_event, SET it:
@@ -219,11 +219,11 @@ async def run_naive(spec: dict[str, Any]) -> None:
     from scoring.config import load_config
     from scoring.engine import apply_event
     from scoring.state import CustomerState
-    from streams.intake import Decoder, shard_of
-    from streams.processor import AlertTopics, Scorer
-    from streams.redis_client import redis_of
+    from streams.pipeline.intake import Decoder, shard_of
+    from streams.pipeline.processor import AlertTopics, Scorer
     from streams.settings import load_settings
-    from streams.store import StateStore
+    from streams.state.redis_client import redis_of
+    from streams.state.store import StateStore
 
     settings = load_settings()
     config = load_config(settings.scoring_config)
@@ -327,9 +327,9 @@ async def run_sweep(spec: dict[str, Any]) -> None:
     )
     from scoring.config import load_config
     from streams.cli import settle_heap
-    from streams.redis_client import redis_of
     from streams.settings import load_settings
-    from streams.store import StateStore
+    from streams.state.redis_client import redis_of
+    from streams.state.store import StateStore
 
     settings = load_settings()
     config = load_config(settings.scoring_config)

@@ -16,10 +16,10 @@ from typing import Any
 from scoring.config import ScoringConfig
 from scoring.engine import apply_event, evaluate_due
 from scoring.state import CustomerState
-from streams.intake import Decoder, Record, shard_of
-from streams.processor import AlertTopics, Scorer
-from streams.simulator import SimEvent, encode, generate, summary
-from streams.store import ShardWrite, StateStore, offset_field
+from streams.dev.simulator import SimEvent, encode, generate, summary
+from streams.pipeline.intake import Decoder, Record, shard_of
+from streams.pipeline.processor import AlertTopics, Scorer
+from streams.state.store import ShardWrite, StateStore, offset_field
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -36,7 +36,9 @@ def describe(events: Sequence[SimEvent], customers: int, days: float, seed: int)
     top = max(1, len(per_customer) // 100)
     counts = summary(events)
     return {
-        "generator": f"streams.simulator.generate({customers}, {days}, {seed}, {START:%Y-%m-%d})",
+        "generator": (
+            f"streams.dev.simulator.generate({customers}, {days}, {seed}, {START:%Y-%m-%d})"
+        ),
         "events": len(events),
         "customers_simulated": customers,
         "customers_with_events": len(per_customer),

@@ -94,15 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "services":
-            from streams.services import cmd_services
+            from streams.dev.services import cmd_services
 
             return cmd_services(args.action, args.state_dir)
         if args.command == "demo":
-            from streams.demo import run_demo
+            from streams.dev.demo import run_demo
 
             return run_demo(args.customers, args.days, args.seed, args.seconds)
         if args.command == "model":
-            from streams.modelfit import run_fit
+            from streams.tools.modelfit import run_fit
 
             return run_fit(args)
         settings = load_settings()
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "kpis":
             return asyncio.run(_kpis(settings, args.window_days, args.json))
         if args.command == "replay":
-            from streams.replay import cmd_replay
+            from streams.tools.replay import cmd_replay
 
             return cmd_replay(settings, args)
     except SettingsError as exc:
@@ -139,9 +139,9 @@ def _bench(options: list[str]) -> int:
 
 
 def run_worker(settings: Settings, loglevel: str) -> int:
-    from streams.app import create_app
-    from streams.modelfit import scoring_config
-    from streams.topics import ensure_topics
+    from streams.kafka.topics import ensure_topics
+    from streams.tools.modelfit import scoring_config
+    from streams.worker.app import create_app
 
     config = scoring_config(settings)
     aligned = asyncio.run(ensure_topics(settings))
@@ -195,8 +195,8 @@ def settle_heap() -> None:
 async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from streams.simulator import generate, publish
-    from streams.topics import ensure_topics
+    from streams.dev.simulator import generate, publish
+    from streams.kafka.topics import ensure_topics
 
     # Create the topics with the right partition count before a broker auto-creates them
     # with its own default (every record would then be rerouted).
@@ -209,11 +209,11 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
-    from streams.intake import shard_of
-    from streams.modelfit import scoring_config
-    from streams.redis_client import redis_of
-    from streams.report import customer_report, format_report
-    from streams.store import StateStore
+    from streams.pipeline.intake import shard_of
+    from streams.state.redis_client import redis_of
+    from streams.state.store import StateStore
+    from streams.tools.modelfit import scoring_config
+    from streams.tools.report import customer_report, format_report
 
     client = redis_of(settings)
     try:
@@ -235,8 +235,8 @@ async def _customer(settings: Settings, customer_id: str, as_json: bool) -> int:
 
 
 async def _kpis(settings: Settings, window_days: int, as_json: bool) -> int:
-    from streams.kpis import KpiSource, format_report
-    from streams.redis_client import redis_of
+    from streams.state.kpis import KpiSource, format_report
+    from streams.state.redis_client import redis_of
 
     client = redis_of(settings)
     source = KpiSource(client, settings.namespace, settings.partitions, settings.clock)

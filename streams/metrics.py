@@ -55,12 +55,12 @@ ALERT_BACKPRESSURE = Counter(
 INPUT_REREADS = Counter(
     "engagement_input_rereads_total",
     "Times an input partition was read again from a record the consumer had skipped "
-    "(streams/continuity.py); a gap in offsets that does not exist costs one each.",
+    "(streams/kafka/continuity.py); a gap in offsets that does not exist costs one each.",
     [],
 )
 INGEST_PATH = Gauge(
     "engagement_ingest_path",
-    "1 for the path input records are read through: batches (streams/batches.py) or agent "
+    "1 for the path input records are read through: batches (streams/kafka/batches.py) or agent "
     "(Faust's per-message path, also the fallback for an unknown faust-streaming).",
     ["path"],
 )

@@ -23,7 +23,7 @@ def test_malformed_latency_rates_are_refused_naming_the_option(text: str) -> Non
 def test_latency_profile_summary_gives_each_threads_share(tmp_path: Path) -> None:
     # py-spy's raw format: one collapsed stack per line, its sample count last.
     (tmp_path / "default-r0-1000.txt").write_text(
-        "thread (0x1): MainThread;main (streams/cli.py:110);score (streams/app.py:118) 30\n"
+        "thread (0x1): MainThread;main (streams/cli.py:110);score (streams/worker/app.py:118) 30\n"
         "thread (0x1): MainThread;main (streams/cli.py:110) 10\n"
         "thread (0x2): Thread-1;_fetcher (faust/transport/consumer.py:177) 60\n"
     )
@@ -33,4 +33,4 @@ def test_latency_profile_summary_gives_each_threads_share(tmp_path: Path) -> Non
     assert "### MainThread: 40 samples (40 %)" in text
     main = text.split("### MainThread")[1]
     assert "100.0 main (streams/cli.py)" in main
-    assert " 75.0 score (streams/app.py)" in main
+    assert " 75.0 score (streams/worker/app.py)" in main

@@ -39,10 +39,10 @@ from worker_harness import settings_of, worker_env
 from workload import Message, Truth, Workload
 
 from scoring.config import ScoringConfig
-from streams.intake import shard_of
-from streams.positions import done_field, meta_shard
-from streams.services import Endpoints
-from streams.store import ShardKeys, offset_field
+from streams.dev.services import Endpoints
+from streams.pipeline.intake import shard_of
+from streams.state.positions import done_field, meta_shard
+from streams.state.store import ShardKeys, offset_field
 
 TP = tuple[str, int]
 # Every record applied and the states no longer changing for this long: stop waiting.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from worker_harness import REPO, Worker
 
-from streams.positions import EXIT_STATE_LOST
+from streams.state.positions import EXIT_STATE_LOST
 
 RESTART_DELAY_S = 0.5
 
@@ -42,7 +42,7 @@ class Fleet:
 
     def start(self, name: str) -> Member:
         self._generation += 1
-        from streams.services import free_port
+        from streams.dev.services import free_port
 
         port = free_port()
         log = self.log_dir / f"{name}.{self._generation}.log"

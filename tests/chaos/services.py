@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.services import (
+from streams.dev.services import (
     EmbeddedService,
     free_port,
     log_tail,

@@ -29,7 +29,7 @@ from services import Broker, RedisServer  # noqa: E402
 from workload import START, Truth, Workload, build  # noqa: E402
 
 from scoring.config import load_config  # noqa: E402
-from streams.simulator import generate, publish  # noqa: E402
+from streams.dev.simulator import generate, publish  # noqa: E402
 
 
 async def soak(customers: int, days: float, sample_s: float, real: bool) -> None:

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from scoring.config import ScoringConfig
 from scoring.engine import Alert, apply_event, evaluate_due
 from scoring.state import CustomerState
-from streams.intake import Decoder, Record, RejectedRecord, shard_of
-from streams.simulator import generate
+from streams.dev.simulator import generate
+from streams.pipeline.intake import Decoder, Record, RejectedRecord, shard_of
 
 SOURCES = ("clickstream", "purchases", "feedback")
 START = datetime(2026, 3, 2, tzinfo=UTC)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.services import Endpoints, embedded_services, wait_for_kafka, wait_for_redis
+from streams.dev.services import Endpoints, embedded_services, wait_for_kafka, wait_for_redis
 
 KAFKA_ENV = "ENGAGEMENT_TEST_KAFKA_BOOTSTRAP"
 REDIS_ENV = "ENGAGEMENT_TEST_REDIS_URL"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from worker_harness import consume_until, running_workers, settings_of, wait_for, worker_env
 
-from streams.services import Endpoints
-from streams.simulator import generate, publish, topic_for
+from streams.dev.services import Endpoints
+from streams.dev.simulator import generate, publish, topic_for
 
 
 def engagement(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

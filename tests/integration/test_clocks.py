@@ -10,11 +10,11 @@ import redis.asyncio as aioredis
 from state_checks import differing_fields, read_states
 
 from scoring.config import load_config
-from streams.intake import Decoder, Record, shard_of
-from streams.processor import AlertTopics, Scorer
-from streams.services import Endpoints
-from streams.simulator import SimEvent, encode, generate
-from streams.store import StateStore
+from streams.dev.services import Endpoints
+from streams.dev.simulator import SimEvent, encode, generate
+from streams.pipeline.intake import Decoder, Record, shard_of
+from streams.pipeline.processor import AlertTopics, Scorer
+from streams.state.store import StateStore
 
 SHARDS = 4
 TOPICS = {"clickstream": "clicks", "purchases": "purchases", "feedback": "feedback"}

@@ -21,10 +21,10 @@ import redis.asyncio as aioredis
 from scoring.config import load_config
 from scoring.engine import Alert, apply_event, evaluate_due
 from scoring.state import DAY_S, CustomerState
-from streams.intake import Decoder, Record, shard_of
-from streams.processor import AlertTopics, Scorer
-from streams.services import Endpoints
-from streams.store import OutboxEntry, ShardView, StateStore
+from streams.dev.services import Endpoints
+from streams.pipeline.intake import Decoder, Record, shard_of
+from streams.pipeline.processor import AlertTopics, Scorer
+from streams.state.store import OutboxEntry, ShardView, StateStore
 
 CONFIG = load_config(None)
 SHARDS = 4

@@ -1,4 +1,4 @@
-"""A consumer fetching as the worker does (streams/fetching.py: incremental sessions, and
+"""A consumer fetching as the worker does (streams/kafka/fetching.py: incremental sessions, and
 gathering while records keep coming) against a real broker:
 every record once and in order, through rounds of fetches, a seek back, and a partition
 paused and resumed (it leaves the session and joins it again). Apache Kafka grants
@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from streams import fetching
-from streams.fetching import FetchPolicy
-from streams.services import Endpoints
-from streams.topics import create_topics
+from streams.dev.services import Endpoints
+from streams.kafka import fetching
+from streams.kafka.fetching import FetchPolicy
+from streams.kafka.topics import create_topics
 from tests.integration.worker_harness import produce
 
 PARTITIONS = 4

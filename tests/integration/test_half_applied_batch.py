@@ -39,12 +39,12 @@ from schemas.events import InputEvent
 from scoring.config import ScoringConfig, load_config
 from scoring.engine import Alert, apply_event, evaluate_due
 from scoring.state import CustomerState
-from streams.intake import Decoder, Record, shard_of
-from streams.services import Endpoints
+from streams.dev.services import Endpoints
+from streams.dev.simulator import generate, topic_for
+from streams.kafka.topics import ensure_topics
+from streams.pipeline.intake import Decoder, Record, shard_of
 from streams.settings import Settings
-from streams.simulator import generate, topic_for
-from streams.store import StateStore
-from streams.topics import ensure_topics
+from streams.state.store import StateStore
 
 PARTITIONS = 4
 START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -55,7 +55,7 @@ FIRST_CUT_SPANNING_BATCH = 3
 # less than the worker's Redis timeout, 5 s, though what it retries would be held too).
 ACK_WATCH_S = 4.0
 Outgoing = tuple[str, str | bytes | None, bytes, int | None]
-COMMIT_SCRIPT = resources.files("streams").joinpath("commit_shard.lua").read_text("utf-8")
+COMMIT_SCRIPT = resources.files("streams.state").joinpath("commit_shard.lua").read_text("utf-8")
 
 
 def _workload(s: Settings) -> list[Outgoing]:

@@ -27,13 +27,13 @@ from scoring.engine import apply_event, evaluate_due
 from scoring.kpis import customer_flags, deltas, diff, event_counts, kpis
 from scoring.state import CustomerState
 from streams import cli
-from streams import kpis as stream_kpis
-from streams.intake import Decoder, Record, shard_of
-from streams.kpis import GAUGE_REFRESH_S, KpiSource, day_of, read_counters, read_kpis
-from streams.processor import AlertTopics, Scorer
-from streams.services import Endpoints
-from streams.simulator import SimEvent, encode, generate
-from streams.store import ShardKeys, ShardWrite, StateStore
+from streams.dev.services import Endpoints
+from streams.dev.simulator import SimEvent, encode, generate
+from streams.pipeline.intake import Decoder, Record, shard_of
+from streams.pipeline.processor import AlertTopics, Scorer
+from streams.state import kpis as stream_kpis
+from streams.state.kpis import GAUGE_REFRESH_S, KpiSource, day_of, read_counters, read_kpis
+from streams.state.store import ShardKeys, ShardWrite, StateStore
 
 
 @functools.cache

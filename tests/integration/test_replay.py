@@ -33,12 +33,12 @@ from worker_harness import (
 
 from scoring.config import load_config
 from scoring.state import CustomerState
-from streams.replay import ReplayOptions, ReplayRefused, replay
-from streams.services import Endpoints
+from streams.dev.services import Endpoints
+from streams.dev.simulator import generate, publish
+from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
-from streams.simulator import generate, publish
-from streams.store import StateStore
-from streams.topics import ensure_topics
+from streams.state.store import StateStore
+from streams.tools.replay import ReplayOptions, ReplayRefused, replay
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SHARDS = 4  # ENGAGEMENT_PARTITIONS in worker_env

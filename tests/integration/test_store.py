@@ -10,8 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from scoring.state import CustomerState
-from streams.services import Endpoints
-from streams.store import (
+from streams.dev.services import Endpoints
+from streams.state.store import (
     ShardKeys,
     ShardWrite,
     StateStore,

@@ -1,7 +1,7 @@
 """Scorer.sweep writes what the plain sweep writes, byte for byte.
 
 The sweeper patches the stored blob of a customer whose check time alone moved and leaves
-such customers out of the KPI deltas (streams/sweeper.py ``sweep_shard``). Compared
+such customers out of the KPI deltas (streams/pipeline/sweeper.py ``sweep_shard``). Compared
 here with the straightforward sweep -- decode every state, ``evaluate_due``, count every
 customer with ``KpiDelta.add_evaluation``, encode every state -- run on a copy of the same
 Redis data in another namespace: states, due schedule, KPI hash and outbox must be equal.
@@ -23,13 +23,13 @@ from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, Purchase
 from scoring.config import load_config
 from scoring.engine import apply_event, evaluate_due
 from scoring.state import CustomerState
-from streams.intake import Decoder, shard_of
-from streams.kpis import KpiDelta
-from streams.processor import AlertTopics, Scorer
-from streams.services import Endpoints
-from streams.simulator import generate
-from streams.store import ShardWrite, StateStore
-from streams.sweeper import COMMIT_CUSTOMERS, LAST_PART_CUSTOMERS, DuePages, commit_parts
+from streams.dev.services import Endpoints
+from streams.dev.simulator import generate
+from streams.pipeline.intake import Decoder, shard_of
+from streams.pipeline.processor import AlertTopics, Scorer
+from streams.pipeline.sweeper import COMMIT_CUSTOMERS, LAST_PART_CUSTOMERS, DuePages, commit_parts
+from streams.state.kpis import KpiDelta
+from streams.state.store import ShardWrite, StateStore
 
 CONFIG = load_config(None)
 S = TypeVar("S", bound=Scorer)

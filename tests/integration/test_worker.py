@@ -29,13 +29,13 @@ from worker_harness import (
 
 from scoring import COMPILED
 from scoring.config import load_config
-from streams.intake import Decoder, Record, shard_of
-from streams.processor import AlertTopics, Scorer
-from streams.services import EmbeddedService, Endpoints
+from streams.dev.services import EmbeddedService, Endpoints
+from streams.dev.simulator import generate, publish
+from streams.kafka.topics import ensure_topics
+from streams.pipeline.intake import Decoder, Record, shard_of
+from streams.pipeline.processor import AlertTopics, Scorer
 from streams.settings import Settings
-from streams.simulator import generate, publish
-from streams.store import StateStore
-from streams.topics import ensure_topics
+from streams.state.store import StateStore
 
 PARTITIONS = 4
 

@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from streams.services import Endpoints, free_port
+from streams.dev.services import Endpoints, free_port
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from scoring.fit import (
     fit_gamma_gamma,
     summarise,
 )
-from streams.modelfit import read_transactions
+from streams.tools.modelfit import read_transactions
 
 # Fetched by `make cdnow` (a prerequisite of `make unit` and `make test`).
 CDNOW_FILE = Path(__file__).resolve().parents[3] / ".engagement" / "data" / "CDNOW_sample.txt"

@@ -19,9 +19,9 @@ from scoring.config import load_config
 from scoring.engine import apply_event, evaluate_due
 from scoring.features import ALERT_KINDS, COUNT_NAMES, DECAYED_FEATURES
 from scoring.state import DAY_S, CustomerState
-from streams.intake import Decoder, Record
-from streams.simulator import encode as encode_event
-from streams.simulator import generate
+from streams.dev.simulator import encode as encode_event
+from streams.dev.simulator import generate
+from streams.pipeline.intake import Decoder, Record
 
 CONFIG = load_config()
 T0 = datetime(2026, 1, 5, tzinfo=UTC)

@@ -31,7 +31,7 @@ from scoring.scores import rising_terms
 from scoring.state import DAY_S, CustomerState
 from scoring.stored import check_inputs
 from scoring.thresholds import next_check_at
-from streams.simulator import generate
+from streams.dev.simulator import generate
 
 RETAIL = load_config(None)
 FITTED = RETAIL.with_model(ModelParams(bgnbd=BgNbdParams(r=0.25, alpha=4.0, a=0.8, b=2.4)))

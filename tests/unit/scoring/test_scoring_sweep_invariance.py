@@ -20,7 +20,7 @@ from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, Purchase
 from scoring.config import load_config
 from scoring.engine import Alert, apply_event, evaluate_due
 from scoring.state import DAY_S, CustomerState
-from streams.simulator import generate
+from streams.dev.simulator import generate
 
 CONFIG = load_config(None)
 START = datetime(2026, 3, 2, tzinfo=UTC)

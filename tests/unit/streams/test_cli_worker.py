@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from streams.cli import quiet_worker
-from streams.fetching import FetchPolicy, set_fetching
+from streams.kafka.fetching import FetchPolicy, set_fetching
 
 
 @pytest.fixture
