@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test chaos bench profile lint typecheck unit integration integration-real real-services-deps \
-	clean services-down cdnow compile pure
+	clean services-down cdnow compile pure seam-latest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -118,6 +118,19 @@ profile: $(STAMP) $(COMPILED) real-services-deps
 		--latency-variants default --latency-rates 1000:40 \
 		--latency-profile benchmarks/results/profile-latest-latency \
 		--out benchmarks/results/profile-latest-latency/latency.json
+
+# Informational, not part of `make test`: the seam's checks (streams/kafka/seam.py, by
+# tests/unit/streams/kafka/test_seam.py) against the newest released faust-streaming,
+# mode-streaming and aiokafka, in a throwaway virtualenv. A failure lists the methods a
+# new release changed: what to port before moving the pins.
+SEAM_LATEST := .engagement/seam-latest
+seam-latest:
+	rm -rf $(SEAM_LATEST)
+	$(PYTHON) -m venv $(SEAM_LATEST)
+	$(SEAM_LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(SEAM_LATEST)/bin/python -m pip install --quiet -e '.[dev]'
+	$(SEAM_LATEST)/bin/python -m pip install --quiet --upgrade faust-streaming mode-streaming aiokafka
+	$(SEAM_LATEST)/bin/pytest -q -p no:cacheprovider tests/unit/streams/kafka/test_seam.py
 
 services-down: $(STAMP)
 	$(BIN)/engagement services down

@@ -112,7 +112,7 @@ def summarize(path: Path, top: int = 20) -> dict[str, Any]:
 # (label, patterns): a sample belongs to the first rule with a pattern anywhere in its
 # stack; samples matching none are put with the innermost frame of a known library.
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("timer: Scorer.sweep (inactivity)", ("Scorer.sweep (", "create_app.<locals>.sweep (")),
+    ("timer: Scorer.sweep (inactivity)", ("Scorer.sweep (", "Timers.sweep (")),
     ("timer: outbox relay", ("relay_outbox (",)),
     ("timer: event-clock release", ("release_waiting (",)),
     ("web: /metrics, /healthz", ("generate_latest (", "healthz (")),
@@ -124,10 +124,13 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("alerts: model_dump_json for the outbox", ("Scorer._outbox_triple (", "Scorer._entries (")),
     ("alerts: publish to Kafka + XDEL outbox", ("Publisher.publish (", "AlertDelivery._run (")),
     ("ack: stream.ack per event", ("Stream.ack (",)),
-    ("Record + inflight bookkeeping (_record)", ("_record (streams/worker/app.py",)),
+    ("Record + inflight bookkeeping (_record)", ("_record (streams/worker/runtime.py",)),
     ("event-time buffer", ("EventTimeBuffer.",)),
     ("Faust take/noack_take buffering", ("Stream.noack_take (", "Stream.take (")),
-    ("rest of the agent body / Scorer.process", ("create_app.<locals>.score (", "Scorer.")),
+    (
+        "rest of the agent body / Scorer.process",
+        ("_read_through_agent.<locals>.score (", "Scorer."),
+    ),
     ("Redis due/meta reads (sweep)", ("StateStore.due_customers (", "StateStore.metas (")),
 )
 SWEEP_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (

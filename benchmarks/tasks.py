@@ -6,10 +6,10 @@ Settings come from ENGAGEMENT_* variables, exactly as for a worker. Faust redire
 to its logger, so every task writes its result, as JSON, to ``spec["out"]`` (and, once its
 first batch arrived, a marker to ``spec["out"] + ".first"``).
 
-- ``faust``: the framework ceiling, a Faust agent that does nothing, built from the very
-  App, topic and agent arguments streams.worker.app.create_app uses (captured, not copied), with
+- ``faust``: the framework ceiling, a Faust agent that does nothing, on the worker's own
+  app, input topic and agent options (streams.worker.wiring, streams.worker.ingest), with
   ``mode`` ``noack_take`` (then ``await stream.ack(e)`` per event, like the scorer) or
-  ``take``.
+  ``take``, or ``batches``: the worker's batch path acknowledging each batch.
 - ``aiokafka``: the physical limit, a plain consumer reading with ``getmany`` and decoding
   every value with orjson.
 - ``naive``: the scoring without batching, in-process over records read beforehand.
@@ -79,26 +79,18 @@ class Progress:
 
 
 def run_faust(spec: dict[str, Any]) -> None:
-    from unittest import mock
-
     import faust
 
-    import streams.worker.app as scorer_app
-    from scoring.config import load_config
     from streams.settings import load_settings
+    from streams.worker import wiring
+    from streams.worker.ingest import AGENT_OPTIONS
 
     settings = load_settings()
     asyncio.set_event_loop(asyncio.new_event_loop())
-    # Capture the arguments create_app gives Faust, so the ceiling runs the same app (on
-    # the agent path, to capture the agent's arguments too).
-    with mock.patch.object(faust, "App") as fake:
-        as_agent = settings.model_copy(update={"ingest": "agent"})
-        scorer_app.create_app(as_agent, load_config(settings.scoring_config), set())
-    app_args, app_kwargs = fake.call_args
-    topic_args, topic_kwargs = fake.return_value.topic.call_args
-    agent_kwargs = fake.return_value.agent.call_args.kwargs
-    app = faust.App(*app_args, **app_kwargs)
-    topic = app.topic(*topic_args, **topic_kwargs)
+    # The worker's own app and input topic, so the ceiling reads as the worker reads.
+    app = wiring.faust_app(settings)
+    topic = wiring.input_topic(app, settings)
+    agent_kwargs = dict(AGENT_OPTIONS)
     mode = spec["mode"]
     size, within = settings.batch_max_events, settings.batch_within_s
     progress = Progress(Path(spec["out"]), spec["expected"], mode=mode, batch=size, within=within)

@@ -60,13 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--seconds", type=float, default=60.0)
 
-    bench = sub.add_parser(
-        "bench",
-        help="the benchmark harness (a source checkout's benchmarks/): "
-        "python -m benchmarks.run [--smoke] [--repeats N] [--only ...] [--services apache]",
-    )
-    bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to benchmarks.run")
-
     model = sub.add_parser("model", help="the BG/NBD and Gamma-Gamma churn/CLV model")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     model_fit = model_sub.add_parser("fit", help="fit the model to a transactions file")
@@ -88,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "--time-unit-days", type=float, default=7.0, help="the model's time unit; 7: weeks"
     )
 
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # every option is the harness's own, --help included
-        return _bench(argv[1:])
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "services":
             from streams.dev.services import cmd_services
@@ -125,28 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _bench(options: list[str]) -> int:
-    try:
-        from benchmarks.run import main as bench_main
-    except ImportError:
-        print(
-            "engagement bench runs the harness of a source checkout (benchmarks/ is not "
-            "installed): run it from the repository's root",
-            file=sys.stderr,
-        )
-        return 2
-    return bench_main(options)
-
-
 def run_worker(settings: Settings, loglevel: str) -> int:
+    from streams.kafka.seam import SeamMismatch
     from streams.kafka.topics import ensure_topics
     from streams.tools.modelfit import scoring_config
-    from streams.worker.app import create_app
+    from streams.worker.wiring import create_app
 
     config = scoring_config(settings)
     aligned = asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(new_event_loop(settings.event_loop))
-    runtime = create_app(settings, config, aligned)
+    try:
+        runtime = create_app(settings, config, aligned)
+    except SeamMismatch as exc:
+        print(f"engagement worker: {exc}", file=sys.stderr)
+        return 2
     worker = quiet_worker(runtime.app, loglevel)
     settle_heap()
     worker.execute_from_commandline()

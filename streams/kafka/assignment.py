@@ -70,14 +70,12 @@ class MissingTopicsWatch:
 
 
 async def check_worker_consumer(watch: MissingTopicsWatch, consumer: Any) -> list[str]:
-    """``watch.check`` on the aiokafka consumer of Faust's consumer ``consumer``, whose
-    client lives in Faust's consumer thread: the refresh is run there."""
-    thread = consumer._thread
-    kafka = thread._consumer
-    if kafka is None:  # not started yet
-        return []
+    """``watch.check`` on the aiokafka client of the worker's consumer
+    (streams/kafka/transport.py), whose client lives in Faust's consumer thread: the
+    refresh is run there."""
     try:
-        return await watch.check(kafka._client, thread.call_thread)
+        missing = await consumer.on_kafka_client(watch.check)
     except Exception as exc:  # the consumer stopping, say: the next tick tries again
         log.warning("could not look up the input topics' metadata: %r", exc)
         return watch.missing
+    return [] if missing is None else list(missing)  # None: not started yet

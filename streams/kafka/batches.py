@@ -18,19 +18,16 @@ The loop re-implements a private method, and the fetch (``Consumer.getmany``) an
 acknowledgement (``Consumer.ack``) it relies on are re-implemented for whole batches too:
 the same bookkeeping once per partition or per batch where Faust does it once per message
 (an async generator step, the partition's end offset noted, a lock taken, a weak reference
-made): the worker scored 1.08x the events per second (BENCHMARKS.md). So they are used only
-with the exact sources they were written against (checked by digest at start); any other
-faust-streaming falls back to the agent, with a warning.
+made). The worker's consumer (streams/kafka/transport.py) runs the loop in place of Faust's
+once a reader is installed; the sources it was written against are checked by digest
+before the worker starts (streams/kafka/seam.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import inspect
 import logging
-import types
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -40,29 +37,7 @@ from streams.kafka.continuity import ReadContinuity
 
 log = logging.getLogger(__name__)
 
-# sha256 of the sources of faust-streaming 0.15.3's Consumer methods replaced here.
-REPLACED_SOURCES_SHA256 = {
-    "_drain_messages": "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
-    "getmany": "4b168d84882a70d6e3e2f9804430a63b92f8fd117d3187cbb4aeb54305bda34e",
-    "ack": "5fcf41cf45153475de3790dc56fec1b83335956dc8b3bf7ff6bbb2b57627f03f",
-}
-
 Handle = Callable[[list[Any]], Awaitable[None]]
-
-
-def drain_is_known() -> bool:
-    """Whether the installed faust-streaming's fetch loop, fetch and acknowledgement are
-    the ones replaced here."""
-    from faust.transport.consumer import Consumer
-
-    for name, digest in REPLACED_SOURCES_SHA256.items():
-        try:
-            source = inspect.getsource(getattr(Consumer, name))
-        except (AttributeError, OSError, TypeError):
-            return False
-        if hashlib.sha256(source.encode()).hexdigest() != digest:
-            return False
-    return True
 
 
 def ack_all(consumer: Any, messages: Iterable[Any]) -> None:
@@ -141,18 +116,21 @@ class BatchReader:
         self.app, self.size, self.within, self.handle = app, size, within, handle
         # Messages waiting, each with its partition's seek epoch when it was fetched.
         self.pending: list[tuple[Any, int]] = []
+        self.names: set[str] = set()  # the topics read in batches
         self.continuity = ReadContinuity(app.consumer, ())
         self._filled = asyncio.Event()
         self._taken = asyncio.Event()
 
     def install(self, topic: Any) -> None:
-        """Subscribe to ``topic`` (its messages reach ``run``, not the conductor)."""
+        """Subscribe to ``topic`` (its messages reach ``run``, not the conductor): the
+        worker's consumer (streams/kafka/transport.py) then fetches through
+        :func:`drain_batches` and keeps the continuity of its partitions."""
         self.app.topics.add(topic)
         consumer = self.app.consumer
-        names = set(topic.topics)
-        self.continuity.topics = names
-        self.continuity.install()
-        consumer._drain_messages = types.MethodType(_batch_drain(self, names), consumer)
+        self.names = set(topic.topics)
+        self.continuity.topics = self.names
+        consumer.continuity = self.continuity
+        consumer.batches = self
         self.app.on_partitions_revoked.connect(self._forget_revoked)
 
     async def put(self, messages: list[tuple[Any, int]]) -> None:
@@ -186,49 +164,44 @@ class BatchReader:
         self.continuity.forget(revoked)
 
 
-def _batch_drain(reader: BatchReader, names: set[str]) -> Any:
+async def drain_batches(consumer: Any, fetcher: Any, reader: BatchReader) -> None:
     """faust-streaming 0.15.3's Consumer._drain_messages, handing the fetched messages of
-    the ``names`` topics to ``reader`` in one call (others still go one by one to Faust)."""
-
-    async def drain(consumer: Any, fetcher: Any) -> None:
-        consumer_stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
-        read_offset = consumer._read_offset
-        continuity = reader.continuity
-        acks_enabled_for = consumer.app.topics.acks_enabled_for
-        try:
-            while not (consumer_stopped() or fetcher_stopped()):
-                await consumer.sleep(0)
-                if consumer.should_stop:
-                    continue
-                batch: list[Any] = []
-                others: list[Any] = []
-                epochs = dict(continuity.epochs)  # partitions sought after this: continuity.tag
-                for tp, message in await _fetch(consumer, 1.0):
-                    offset, r_offset = message.offset, read_offset[tp]
-                    if r_offset is not None and offset < r_offset:
-                        continue  # read before a seek back: Faust drops these too
-                    if tp.topic not in names:
-                        gap = offset - (r_offset or 0) > 1 and r_offset
-                        if gap and acks_enabled_for(tp.topic):
-                            await consumer._add_gap(tp, r_offset + 1, offset)
-                        others.append(message)
-                    else:
-                        # Gaps in the input topics are proven by streams/kafka/continuity.py.
-                        batch.append(message)
-                    read_offset[tp] = offset
-                tagged = await continuity.tag(batch, epochs)
-                every = consumer._commit_every
-                if every is not None and consumer._n_acked >= every:
-                    consumer._n_acked = 0
-                    await consumer.commit()
-                for message in others:
-                    await consumer.wait_first(
-                        consumer.callback(message), consumer.suspend_flow.wait()
-                    )
-                if tagged:
-                    await consumer.wait_first(reader.put(tagged), consumer.suspend_flow.wait())
-        except (asyncio.CancelledError, *consumer.consumer_stopped_errors):
-            if not consumer.transport.app.should_stop:
-                raise
-
-    return drain
+    the reader's topics to ``reader`` in one call (others still go one by one to Faust)."""
+    names = reader.names
+    consumer_stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
+    read_offset = consumer._read_offset
+    continuity = reader.continuity
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    try:
+        while not (consumer_stopped() or fetcher_stopped()):
+            await consumer.sleep(0)
+            if consumer.should_stop:
+                continue
+            batch: list[Any] = []
+            others: list[Any] = []
+            epochs = dict(continuity.epochs)  # partitions sought after this: continuity.tag
+            for tp, message in await _fetch(consumer, 1.0):
+                offset, r_offset = message.offset, read_offset[tp]
+                if r_offset is not None and offset < r_offset:
+                    continue  # read before a seek back: Faust drops these too
+                if tp.topic not in names:
+                    gap = offset - (r_offset or 0) > 1 and r_offset
+                    if gap and acks_enabled_for(tp.topic):
+                        await consumer._add_gap(tp, r_offset + 1, offset)
+                    others.append(message)
+                else:
+                    # Gaps in the input topics are proven by streams/kafka/continuity.py.
+                    batch.append(message)
+                read_offset[tp] = offset
+            tagged = await continuity.tag(batch, epochs)
+            every = consumer._commit_every
+            if every is not None and consumer._n_acked >= every:
+                consumer._n_acked = 0
+                await consumer.commit()
+            for message in others:
+                await consumer.wait_first(consumer.callback(message), consumer.suspend_flow.wait())
+            if tagged:
+                await consumer.wait_first(reader.put(tagged), consumer.suspend_flow.wait())
+    except (asyncio.CancelledError, *consumer.consumer_stopped_errors):
+        if not consumer.transport.app.should_stop:
+            raise

@@ -55,25 +55,14 @@ class ReadContinuity:
         self.next_offset: dict[Any, int] = {}
         self._held_back: dict[Any, int] = {}  # the committed offset last logged as held
 
-    def install(self) -> None:
-        consumer = self.consumer
-        seek, perform_seek = consumer.seek, consumer.perform_seek
-
-        async def seek_noted(partition: Any, offset: int) -> None:
-            await seek(partition, offset)
-            self.note_seek(partition, offset)
-
-        async def perform_seek_noted() -> None:
-            await perform_seek()
-            read_offset = consumer._read_offset
-            for tp in consumer.assignment():
-                # None: no committed offset, and aiokafka then leaves the position where
-                # it was (not a seek: the partition's next offset still holds).
-                if tp.topic in self.topics and read_offset.get(tp) is not None:
-                    self.note_seek(tp, read_offset[tp])
-
-        consumer.seek, consumer.perform_seek = seek_noted, perform_seek_noted
-        consumer._new_offset = self.new_offset
+    def note_seeks_to_read_offsets(self, assigned: Iterable[Any], read_offset: Any) -> None:
+        """Faust sought every assigned partition to its committed offset, which it keeps
+        as the partition's read offset."""
+        for tp in assigned:
+            # None: no committed offset, and aiokafka then leaves the position where it
+            # was (not a seek: the partition's next offset still holds).
+            if tp.topic in self.topics and read_offset.get(tp) is not None:
+                self.note_seek(tp, read_offset[tp])
 
     def note_seek(self, tp: Any, offset: int | None) -> None:
         if tp.topic not in self.topics:

@@ -28,15 +28,14 @@ fetches keep returning records, the next one asks the broker to gather for up to
 (answered at the first record, or after ``fetch_max_wait_ms``), so an idle consumer still
 fetches rarely, and the first record after a quiet spell is not held back.
 
-The patch wraps two private methods of aiokafka's Fetcher, so it is installed only over the
-exact sources it was written against (checked by digest); any other aiokafka keeps its
-full fetches, with a warning.
+The patch wraps two private methods of aiokafka's Fetcher (aiokafka has no extension
+point for its fetcher), for the consumers given a policy only; the sources it wraps are
+checked by digest before the worker starts (streams/kafka/seam.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -49,11 +48,6 @@ from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 
-# sha256 of aiokafka 0.14.0's Fetcher._get_actions_per_node and _proc_fetch_request.
-SOURCE_SHA256 = {
-    "_get_actions_per_node": "1dab2cf937d165d0eeacc8da8ed2b0ebd80b321bb6583757e01cdc1013d31635",
-    "_proc_fetch_request": "59bf948fff47eed580671971252454daa614df479733f3bedfefe95bc4d8ad30",
-}
 INITIAL_EPOCH = 0
 # The first FetchRequest version with sessions.
 SESSION_VERSION = 7
@@ -213,45 +207,52 @@ class PolicyClient:
 
 # aiokafka's own methods, once patched.
 _ORIGINALS: dict[str, Any] = {}
-
-
-def source_is_known() -> bool:
-    """Whether the installed aiokafka's fetcher is the one patched here."""
-    for name, digest in SOURCE_SHA256.items():
-        try:
-            source = inspect.getsource(_ORIGINALS.get(name) or getattr(Fetcher, name))
-        except (AttributeError, OSError, TypeError):
-            return False
-        if hashlib.sha256(source.encode()).hexdigest() != digest:
-            return False
-    return True
-
-
 _POLICY = "_engagement_fetch_policy"
 
 
-def use(consumer: Any, policy: FetchPolicy) -> bool:
-    """Have ``consumer`` (an AIOKafkaConsumer, before it starts) fetch by ``policy``;
-    whether this aiokafka allows it. Other consumers fetch as aiokafka does."""
-    if not install():
-        return False
+@dataclass(frozen=True)
+class FetchBounds:
+    """How the worker's aiokafka consumer fetches: Faust creates it with a hard-coded
+    ``fetch_max_wait_ms=1500`` and aiokafka's ``fetch_min_bytes=1``; these are set on it
+    before it starts (aiokafka hands them to its fetcher on start), and ``policy`` when
+    given (None: aiokafka's own full fetches)."""
+
+    max_wait_ms: int
+    min_bytes: int
+    policy: FetchPolicy | None
+
+    def apply(self, kafka_consumer: Any) -> None:
+        kafka_consumer._fetch_max_wait_ms = self.max_wait_ms
+        kafka_consumer._fetch_min_bytes = self.min_bytes
+        policy, gather, how = self.policy, "no gathering", "every partition each"
+        if policy is not None:
+            use(kafka_consumer, policy)
+            if policy.gather_ms:
+                gather = f"{policy.gather_ms} ms while records keep coming"
+            if policy.sessions:
+                how = "in incremental sessions"
+        log.info(
+            "fetches wait at most %d ms for %d bytes (%s), %s",
+            self.max_wait_ms, self.min_bytes, gather, how,
+        )  # fmt: skip
+
+
+def use(consumer: Any, policy: FetchPolicy) -> None:
+    """Have ``consumer`` (an AIOKafkaConsumer, before it starts) fetch by ``policy``.
+    Other consumers fetch as aiokafka does."""
+    install()
     setattr(consumer._client, _POLICY, policy)
-    return True
 
 
-def install() -> bool:
-    """Patch aiokafka's fetcher (once) for the consumers given a policy; whether it could."""
+def install() -> None:
+    """Patch aiokafka's fetcher (once) for the consumers given a policy. The sources it
+    wraps are checked before the worker starts (streams/kafka/seam.py)."""
     if _ORIGINALS:
-        return True
-    if not source_is_known():
-        log.warning(
-            "this aiokafka's fetcher is not the one streams/kafka/fetching.py was written "
-            "for; fetching every partition in every request, without gathering"
-        )
-        return False
+        return
     actions = Fetcher._get_actions_per_node
     process = Fetcher._proc_fetch_request
 
+    @functools.wraps(actions)  # the seam's digest check reads the wrapped source
     def _get_actions_per_node(self: Any, assignment: Any) -> Any:
         client = self._client
         if not isinstance(client, PolicyClient):
@@ -267,6 +268,7 @@ def install() -> bool:
         ]
         return (requests, *rest)
 
+    @functools.wraps(process)
     async def _proc_fetch_request(self: Any, assignment: Any, node_id: int, request: Any) -> Any:
         result = await process(self, assignment, node_id, request)
         if not isinstance(request, SessionFetchRequest) or not assignment.active:
@@ -293,26 +295,3 @@ def install() -> bool:
     _ORIGINALS.update(_get_actions_per_node=actions, _proc_fetch_request=process)
     Fetcher._get_actions_per_node = _get_actions_per_node
     Fetcher._proc_fetch_request = _proc_fetch_request
-    return True
-
-
-def set_fetching(consumer: Any, ms: int, min_bytes: int, policy: FetchPolicy) -> None:
-    """faust.transport.drivers.aiokafka creates its aiokafka consumer with a hard-coded
-    ``fetch_max_wait_ms=1500`` and aiokafka's ``fetch_min_bytes=1``; set ours on the
-    consumer it creates, before it starts (aiokafka hands them to its fetcher on start),
-    and ``policy`` (when this aiokafka is the one patched here)."""
-    thread = consumer._thread
-    create = thread._create_worker_consumer
-
-    def create_worker_consumer(transport: Any) -> Any:
-        kafka_consumer = create(transport)
-        kafka_consumer._fetch_max_wait_ms = ms
-        kafka_consumer._fetch_min_bytes = min_bytes
-        used = use(kafka_consumer, policy)
-        gathers = used and policy.gather_ms
-        gather = f"{policy.gather_ms} ms while records keep coming" if gathers else "no gathering"
-        how = "in incremental sessions" if used and policy.sessions else "every partition each"
-        log.info("fetches wait at most %d ms for %d bytes (%s), %s", ms, min_bytes, gather, how)
-        return kafka_consumer
-
-    thread._create_worker_consumer = create_worker_consumer

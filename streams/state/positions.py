@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from streams.state.store import ShardKeys, ShardView, ShardWrite, StateStore, offset_field
 
@@ -166,75 +164,6 @@ class Positions:
                 int(done) if done is not None else None,
             )
         return result
-
-
-def install_repositioning(
-    consumer: Any,  # faust.transport.consumer.Consumer: untyped library
-    positions: Positions,
-    topics: Collection[str],
-    retrying: Callable[[Callable[[], Any]], Any],
-    stop_if_lost: Callable[[Awaitable[None]], Awaitable[None]],
-) -> None:
-    """After every seek Faust makes to the committed offsets (on each assignment, and when
-    it resumes its flow), move the input partitions to where Redis says they resume.
-
-    Faust's ``on_partitions_assigned`` signal runs *before* its recovery seeks every
-    partition to the committed offset, so a seek made in the signal would be undone; the
-    consumer's ``perform_seek`` is the one place all those seeks go through.
-    """
-    if getattr(consumer, "_engagement_repositioning", False):
-        return
-    seek_to_committed = consumer.perform_seek
-
-    async def perform_seek() -> None:
-        await seek_to_committed()
-        assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
-        if not assigned:
-            return
-        stored = await retrying(
-            lambda: positions.applied_and_done([(tp.topic, tp.partition) for tp in assigned])
-        )
-        committed_offsets = consumer._committed_offset
-        for tp in assigned:
-            committed = committed_offsets.get(tp)
-            applied, done = stored[(tp.topic, tp.partition)]
-            if applied is not None:
-                # Resuming here relies on Redis keeping what it holds now: should it later
-                # hold less (an AOF rollback under this worker), the records in between
-                # would never be read again, so that counts as a loss too, even if this
-                # worker committed none of them itself.
-                positions.rely_on_applied(tp.topic, tp.partition, applied)
-            offset = start_offset(committed, applied, done)
-            if offset is None or offset == committed:
-                continue
-            log.info(
-                "resuming %s:%d at %d (Kafka committed %s, Redis applied %s, done %s)",
-                tp.topic, tp.partition, offset, committed, applied, done,
-            )  # fmt: skip
-            await consumer.seek(tp, offset)
-            # Faust compares new commits with this; from here on it is the truth, so the
-            # group's committed offset follows what Redis has (it may move back).
-            committed_offsets[tp] = offset
-
-    commit_tps = consumer._commit_tps
-
-    async def commit_tps_checked(tps: Collection[Any], start_new_transaction: bool) -> bool:
-        # Kafka's committed offset must not pass what Redis holds. Faust commits on a timer
-        # of its own: after Redis lost writes (AOF everysec) it would still commit records
-        # this worker applied before the loss, until the worker's next read of their shard
-        # noticed. Checked here first, that window shrinks to the check's round trip.
-        # (Before Faust takes the offsets off its acknowledged lists: it puts nothing back.)
-        tps = list(tps)
-        shards = {meta_shard(tp.partition, positions.shards) for tp in tps if tp.topic in topics}
-        try:
-            await asyncio.wait_for(stop_if_lost(positions.store.verify(shards)), 5.0)
-        except (TimeoutError, RedisError, OSError):
-            return False  # Redis unreachable: commit later (Redis is where work resumes)
-        return bool(await commit_tps(tps, start_new_transaction))
-
-    consumer.perform_seek = perform_seek
-    consumer._commit_tps = commit_tps_checked
-    consumer._engagement_repositioning = True
 
 
 class GuardedStore(StateStore):

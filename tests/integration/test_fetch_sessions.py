@@ -57,7 +57,7 @@ async def test_every_record_once_in_order_through_seeks_and_pauses(
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
     )
     # the worker's policy: sessions, and fetches gathering while records keep coming
-    assert fetching.use(consumer, FetchPolicy(gather_ms=20))
+    fetching.use(consumer, FetchPolicy(gather_ms=20))
     await consumer.start()
     seen: list[tuple[TopicPartition, int, bytes]] = []
     try:
@@ -139,7 +139,7 @@ async def test_an_answer_discarded_after_a_seek_leaves_no_end_offset_unknown(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
     )
-    assert fetching.use(consumer, FetchPolicy(gather_ms=20))
+    fetching.use(consumer, FetchPolicy(gather_ms=20))
     await consumer.start()
     try:
         consumer.assign([tp])

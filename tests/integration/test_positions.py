@@ -23,6 +23,7 @@ from worker_harness import (
 )
 
 from streams.dev.services import Endpoints, free_port
+from streams.kafka.repositioning import Repositioning
 from streams.pipeline.intake import shard_of
 from streams.settings import Settings
 from streams.state.positions import (
@@ -30,7 +31,6 @@ from streams.state.positions import (
     GuardedStore,
     Positions,
     StateLost,
-    install_repositioning,
 )
 from streams.state.store import ShardKeys, StateStore, offset_field
 
@@ -235,16 +235,18 @@ async def test_redis_losing_writes_a_worker_resumed_after_makes_it_stop_and_resu
 
 
 class _Consumer:
-    """Faust's consumer, as far as install_repositioning touches it: the commit the check
-    guards is what these tests watch (the worker tests above run the real one)."""
+    """The worker's consumer (streams/kafka/transport.py), as far as its commit guard
+    goes: the commit the check guards is what these tests watch (the worker tests above
+    run the real one)."""
 
     def __init__(self) -> None:
         self.committed: list[list[TP]] = []
-
-    async def perform_seek(self) -> None:
-        return None
+        self.repositioning: Repositioning | None = None
 
     async def _commit_tps(self, tps: list[TP], start_new_transaction: bool) -> bool:
+        assert self.repositioning is not None
+        if not await self.repositioning.may_commit(tps):
+            return False
         self.committed.append(list(tps))
         return True
 
@@ -270,7 +272,7 @@ async def test_kafka_offsets_are_committed_only_while_redis_holds_what_the_worke
     async def retrying(call: Callable[[], Any]) -> Any:
         return await call()
 
-    install_repositioning(consumer, positions, {"clicks"}, retrying, stop_if_lost)
+    consumer.repositioning = Repositioning(positions, {"clicks"}, retrying, stop_if_lost)
     tp, meta = TP("clicks", 1), ShardKeys(namespace, 1).meta
     field = offset_field("clicks", 1)
     try:

@@ -10,7 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from streams.cli import quiet_worker
-from streams.kafka.fetching import FetchPolicy, set_fetching
+from streams.kafka import transport
+from streams.kafka.fetching import FetchBounds
 
 
 @pytest.fixture
@@ -37,11 +38,18 @@ def test_debug_calls_of_the_libraries_build_no_records(root_logger: logging.Logg
 
 
 async def test_the_fetch_bounds_reach_the_kafka_consumer_faust_creates() -> None:
-    # Faust's own driver and aiokafka's consumer, built as the worker builds them (nothing
-    # connects before start): the driver hard-codes fetch_max_wait_ms=1500.
-    app = faust.App("test-fetch-bounds", broker="kafka://127.0.0.1:9", store="memory://")
+    # Faust's own driver and aiokafka's consumer, built as the worker builds them, through
+    # the worker's transport (nothing connects before start): the driver hard-codes
+    # fetch_max_wait_ms=1500.
+    app = faust.App(
+        "test-fetch-bounds",
+        broker="kafka://127.0.0.1:9",
+        broker_consumer=f"{transport.SCHEME}://127.0.0.1:9",
+        store="memory://",
+    )
     app.finalize()
-    set_fetching(app.consumer, 10, 65_536, FetchPolicy(sessions=False))
+    assert isinstance(app.consumer, transport.Consumer)
+    app.consumer.fetch_bounds = FetchBounds(10, 65_536, None)
     kafka_consumer = app.consumer._thread._create_worker_consumer(app.transport)
     try:
         assert isinstance(kafka_consumer, AIOKafkaConsumer)

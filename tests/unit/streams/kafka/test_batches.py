@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.kafka.batches import BatchReader, drain_is_known
+from streams.kafka.batches import BatchReader
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -66,13 +66,6 @@ class Scorer:
 def fetched(messages: Iterable[Message], epoch: int = 0) -> list[tuple[Message, int]]:
     """Messages as the fetch loop hands them over: with their partition's seek epoch."""
     return [(m, epoch) for m in messages]
-
-
-def test_the_replaced_fetch_loop_is_the_installed_one() -> None:
-    # Fails when faust-streaming changes Consumer._drain_messages: re-read the new source,
-    # port streams/kafka/batches.py's copy and update its digest (the worker falls back to the
-    # agent meanwhile).
-    assert drain_is_known()
 
 
 async def test_full_batches_go_at_once_and_the_rest_after_the_wait() -> None:
