@@ -188,33 +188,31 @@ _GATHER_10MS = {"ENGAGEMENT_FETCH_MIN_BYTES": "1000000", "ENGAGEMENT_FETCH_MAX_W
 _NO_GATHERING = {"ENGAGEMENT_FETCH_GATHER_MS": "0"}
 _AIOKAFKA_FETCHING = {**_NO_GATHERING, "ENGAGEMENT_FETCH_SESSIONS": "false"}
 
-# name -> (worker module, extra environment, one event in how many alerts): the scorer
-# as shipped, with its settings changed where named.
-LATENCY_VARIANTS: dict[str, tuple[str, dict[str, str], int]] = {
-    "default": ("streams.cli worker", {}, 1),
-    "default_one_in_ten_alerts": ("streams.cli worker", {}, 10),
-    "within_50ms": ("streams.cli worker", {"ENGAGEMENT_BATCH_WITHIN_S": "0.05"}, 1),
-    "fetch_wait_10ms": ("streams.cli worker", {"ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"}, 1),
+# name -> (extra environment, one event in how many alerts): the scorer as shipped, with
+# its settings changed where named.
+LATENCY_VARIANTS: dict[str, tuple[dict[str, str], int]] = {
+    "default": ({}, 1),
+    "default_one_in_ten_alerts": ({}, 10),
+    "within_50ms": ({"ENGAGEMENT_BATCH_WITHIN_S": "0.05"}, 1),
+    "fetch_wait_10ms": ({"ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"}, 1),
     "fetch_wait_10ms_one_in_ten_alerts": (
-        "streams.cli worker",
         {"ENGAGEMENT_FETCH_MAX_WAIT_MS": "10"},
         10,
     ),
     # Fetches gather for 10 ms (a minimum no fetch reaches at these rates): fewer, larger
     # fetches, less CPU per event, up to 10 ms more per event.
-    "gather_10ms": ("streams.cli worker", _GATHER_10MS, 1),
-    "gather_10ms_one_in_ten_alerts": ("streams.cli worker", _GATHER_10MS, 10),
+    "gather_10ms": (_GATHER_10MS, 1),
+    "gather_10ms_one_in_ten_alerts": (_GATHER_10MS, 10),
     # Fetches answered at their first record, even while records keep coming.
-    "without_fetch_gathering": ("streams.cli worker", _NO_GATHERING, 1),
+    "without_fetch_gathering": (_NO_GATHERING, 1),
     # As aiokafka fetches: every fetch names every partition, and none gathers
     # (streams/kafka/fetching.py).
-    "aiokafka_fetching": ("streams.cli worker", _AIOKAFKA_FETCHING, 1),
-    "aiokafka_fetching_one_in_ten_alerts": ("streams.cli worker", _AIOKAFKA_FETCHING, 10),
+    "aiokafka_fetching": (_AIOKAFKA_FETCHING, 1),
+    "aiokafka_fetching_one_in_ten_alerts": (_AIOKAFKA_FETCHING, 10),
     # Tansu (the embedded broker) looks for records at a fetch's start and halfway:
     # shorter gathering, or fetches answered at the first record within 20 ms.
-    "gather_5ms": ("streams.cli worker", {"ENGAGEMENT_FETCH_GATHER_MS": "5"}, 1),
+    "gather_5ms": ({"ENGAGEMENT_FETCH_GATHER_MS": "5"}, 1),
     "first_record_20ms": (
-        "streams.cli worker",
         {**_NO_GATHERING, "ENGAGEMENT_FETCH_MAX_WAIT_MS": "20"},
         1,
     ),
@@ -252,7 +250,7 @@ def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
     alerts by trigger_event_id. Once per variant."""
     out = {}
     for variant in ctx.plan.latency_variants:
-        module, extra, alert_every = LATENCY_VARIANTS[variant]
+        extra, alert_every = LATENCY_VARIANTS[variant]
         name = f"{ctx.token}l{rep}{variant.replace('_', '')}"
         env = ctx.env(name, name, name, ENGAGEMENT_CLOCK="wall", **extra)
         settings = settings_of(env)
@@ -263,7 +261,7 @@ def latency(ctx: Context, rep: int) -> dict[str, dict[str, dict[str, Any]]]:
             settings.topic_interventions,
         ]
         asyncio.run(stamp_appends(settings.kafka_bootstrap, inputs_and_alerts))
-        worker = ctx.procs.worker(name, env, module)
+        worker = ctx.procs.worker(name, env)
         try:
             deadline = time.monotonic() + 90
             while not worker.owned_shards():

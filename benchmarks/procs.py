@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.dev.services import Endpoints, free_port
+from streams.dev.workers import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -234,12 +235,15 @@ class Procs:
         self.live.append(proc)
         return proc
 
-    def worker(self, name: str, env: dict[str, str], module: str = "streams.cli worker") -> Proc:
-        """``python -m streams.cli worker`` (or ``module``) with ``env``, serving /metrics
-        on a free port."""
-        port = free_port()
-        argv = [sys.executable, "-m", *module.split(), "--loglevel", "warn"]
-        return self._spawn(name, argv, {**env, "ENGAGEMENT_WEB_PORT": str(port)}, port)
+    def worker(self, name: str, env: dict[str, str]) -> Proc:
+        """A worker (streams.dev.workers, as everywhere) with ``env``, serving /metrics on a
+        free port."""
+        self.stopping = [p for p in self.stopping if p.process.poll() is None]
+        log = self.log_dir / f"{self.next_name(name)}.log"
+        worker = WorkerProcess.start(env, log, loglevel="warn", cwd=self.root)
+        proc = Proc(name, worker.process, log, worker.port)
+        self.live.append(proc)
+        return proc
 
     def task(self, name: str, env: dict[str, str], spec: dict[str, Any]) -> Proc:
         """``python -m benchmarks.tasks SPEC``; the task writes its result to spec["out"]."""

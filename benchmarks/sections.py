@@ -201,13 +201,12 @@ def scorer_run(
     inputs: str,
     workers: int,
     expected: int,
-    module: str = "streams.cli worker",
     extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start ``workers`` scorer workers on the published topics and time them from the
     first scored event to the last, from engagement_events_total on their /metrics."""
     env = {**ctx.env(name, inputs, f"{inputs}.{name.rpartition('-')[2]}"), **(extra_env or {})}
-    procs = [ctx.procs.worker(f"{name}{i}", env, module) for i in range(workers)]
+    procs = [ctx.procs.worker(f"{name}{i}", env) for i in range(workers)]
     try:
         return _measure_scorer(ctx, procs, expected)
     finally:

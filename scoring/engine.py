@@ -51,8 +51,8 @@ _EVALUATED = (
 )
 _complete_evaluation = completer(*_EVALUATED)
 # The copy an evaluation of a stored state makes (the sweep's, and a check run before an
-# event): straight-line, not ``evolve``'s keyword call, which cost as much as the
-# evaluation's scores (7 against 2 us).
+# event): straight-line, not ``evolve``'s keyword call, which cost more than the
+# evaluation's scores in a profile.
 _evolve_evaluation = evolver(*_EVALUATED)
 _complete_alerted = completer("last_alert_at")
 _complete_recent = completer("recent_events")

@@ -217,8 +217,8 @@ def _search(
     momentum_weight = k.momentum_weight
     # math.pow, math.log and math.exp are called by name, never through a local alias:
     # compiled, mypyc calls the C functions on unboxed floats only when it sees the name
-    # (an alias is a Python call with boxed floats: 5.8 against 3.3 us a search, by
-    # python -m benchmarks.sweep_cost --parts).
+    # (an alias is a Python call with boxed floats: python -m benchmarks.sweep_cost --parts
+    # measures the difference).
 
     # thresholds.check_time: the bounds, then rising(latest), rising(earliest) and the
     # bisection's midpoints, each compared with the target

@@ -208,7 +208,7 @@ class _Compiled:
 def _compiled() -> _Compiled:
     """The functions behind CustomerState's methods: modules that import this one (the
     compiled core), so looked up on first use. Once: an import statement in a method
-    costs ~1.4 us per call even when the module is loaded, as much as the encoding."""
+    costs about as much per call as the encoding, even when the module is loaded."""
     from scoring.codec import decode, encode
     from scoring.features import contributed
 

@@ -116,19 +116,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_worker(settings: Settings, loglevel: str) -> int:
-    from streams.kafka.seam import SeamMismatch
+    from streams.kafka import seam
     from streams.kafka.topics import ensure_topics
     from streams.tools.modelfit import scoring_config
     from streams.worker.wiring import create_app
 
+    try:
+        seam.check(settings.ingest)  # before anything connects: refused at once
+    except seam.SeamMismatch as exc:
+        print(f"engagement worker: {exc}", file=sys.stderr)
+        return 2
     config = scoring_config(settings)
     aligned = asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(new_event_loop(settings.event_loop))
-    try:
-        runtime = create_app(settings, config, aligned)
-    except SeamMismatch as exc:
-        print(f"engagement worker: {exc}", file=sys.stderr)
-        return 2
+    runtime = create_app(settings, config, aligned)
     worker = quiet_worker(runtime.app, loglevel)
     settle_heap()
     worker.execute_from_commandline()
@@ -140,9 +141,8 @@ def quiet_worker(app: Any, loglevel: str) -> Any:
 
     The spinner turns each log call into a tick: with it, the worker sets the root logger
     to DEBUG (its handlers filter at ``loglevel``), so every debug call of aiokafka, Faust
-    and mode builds a record: per fetch request, per partition, per alert sent (5 % of the
-    worker's CPU at 1,000 alerting events/s, BENCHMARKS.md). Without it the root logger
-    stays at ``loglevel``."""
+    and mode builds a record: per fetch request, per partition, per alert sent, a share of
+    the worker's CPU a profile shows. Without it the root logger stays at ``loglevel``."""
     import faust
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

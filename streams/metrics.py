@@ -61,7 +61,7 @@ INPUT_REREADS = Counter(
 INGEST_PATH = Gauge(
     "engagement_ingest_path",
     "1 for the path input records are read through: batches (streams/kafka/batches.py) or agent "
-    "(Faust's per-message path, also the fallback for an unknown faust-streaming).",
+    "(Faust's per-message path, ENGAGEMENT_INGEST=agent).",
     ["path"],
 )
 OWNED_SHARDS = Gauge("engagement_owned_shards", "State shards this worker owns now.")
@@ -78,4 +78,11 @@ KPI = Gauge(
     "customer-level ones for the cohort first seen in it); NaN while undefined. Every "
     "worker exports the same population values.",
     ["kpi", "window"],
+)
+BUILD_INFO = Gauge(
+    "engagement_build_info",
+    "1, labelled with what this worker runs: the project's version, its scoring core "
+    "(compiled by mypyc, or pure Python), the path input records are read through, and the "
+    "Faust and aiokafka releases.",
+    ["version", "scoring_core", "ingest", "faust_streaming", "aiokafka"],
 )

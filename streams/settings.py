@@ -232,12 +232,12 @@ class Settings(BaseSettings):
         "scoring waits. The alerts are safe in Redis meanwhile; this bounds a worker's memory "
         "while the broker is down or slow.",
     )
-    # "batches" needs the faust-streaming that streams/kafka/batches.py was written for;
-    # with another, the worker logs a warning and reads through the agent.
     ingest: Literal["batches", "agent"] = Field(
         default="batches",
         description="How records reach the scorer: batches hands over each fetched batch in "
-        "one call; agent is Faust's own per-message path, several times slower.",
+        "one call; agent is Faust's own per-message path, several times slower. With other "
+        "releases of faust-streaming or aiokafka than the pinned ones the worker refuses to "
+        "start; agent lets it start when only the batch path's methods differ.",
     )
 
     scoring_config: Path | None = Field(

@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -23,8 +22,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streams.dev.services import Endpoints, embedded_services, free_port
+from streams.dev.services import Endpoints, embedded_services
 from streams.dev.simulator import generate, publish
+from streams.dev.workers import WorkerProcess
 from streams.settings import Settings, load_settings
 
 STATE_DIR = Path(".engagement") / "demo"
@@ -54,27 +54,18 @@ def run_demo(customers: int, days: float, seed: int, seconds: float) -> int:
             "ENGAGEMENT_CLOCK": "event",
             "ENGAGEMENT_NAMESPACE": f"demo{run}",
             "ENGAGEMENT_APP_ID": f"engagement-demo-{run}",
-            "ENGAGEMENT_WEB_PORT": str(free_port()),
             "ENGAGEMENT_STATE_DIR": str(STATE_DIR / "worker"),
             "ENGAGEMENT_SESSION_TIMEOUT_S": "6",
         }
-        os.environ.update(env)
+        worker = WorkerProcess.start(env, STATE_DIR / "worker.log", loglevel="warn")
+        os.environ.update({**env, "ENGAGEMENT_WEB_PORT": str(worker.port)})
         settings = load_settings()
-        log = (STATE_DIR / "worker.log").open("wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log
-        )
         try:
-            return asyncio.run(_drive(settings, customers, days, seed, seconds, worker))
+            return asyncio.run(_drive(settings, customers, days, seed, seconds, worker.process))
         except KeyboardInterrupt:
             return 130
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-            log.close()
+            worker.stop(timeout=15)
 
 
 async def _drive(

@@ -2,11 +2,11 @@
 
 Faust hands an agent one message at a time: per message its consumer awaits a callback
 raced against a flow-control event, then the conductor, a channel queue, the stream and
-the agent each take their turn. Measured on these machines, that path tops out near 5,000
-do-nothing events/s per process, below what the scorer itself can do; a fetched batch
-handed over in one call reads ~94,000 events per CPU-second (benchmarks/faust_paths.py,
-BENCHMARKS.md). So the consumer's fetch loop (``Consumer._drain_messages``) is replaced
-by the same loop handing each fetched batch of the input topics to a ``BatchReader``.
+the agent each take their turn. That path tops out below what the scorer itself can do,
+while a fetched batch handed over in one call costs a fraction of it (BENCHMARKS.md,
+"Questions already answered"). So the consumer's fetch loop (``Consumer._drain_messages``)
+is replaced by the same loop handing each fetched batch of the input topics to a
+``BatchReader``.
 
 Everything else stays Faust's: group membership, rebalances, the seek to the committed
 (or Redis-applied) offsets, read-offset and gap bookkeeping, and commits, which still

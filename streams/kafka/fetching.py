@@ -4,8 +4,8 @@
 aiokafka sends every fetch with every assigned partition and the broker answers with every
 one of them, records or not, each encoded and decoded in pure Python. The worker reads 32
 partitions (four input topics of eight); when input is light every fetch is answered at its
-first record, so that work is done hundreds of times a second for a few records each: at
-1,000 events/s the consumer thread was ~39 % of the worker's CPU (BENCHMARKS.md). In a
+first record, so that work is done hundreds of times a second for a few records each, a
+large share of the worker's CPU (BENCHMARKS.md). In a
 session the broker keeps the partitions and their fetch offsets between fetches: a request
 names only the partitions whose fetch offset moved (or which joined), and lists those that
 left; a response carries only the partitions with records or news. This is what Kafka's own
@@ -22,7 +22,7 @@ fetch was out: the broker, which does know it, would name the partition again on
 records, and the event clock waits on a partition whose end is unknown.
 
 Gathering: a fetch answered at its first record brings two or three records when input is
-light, and each fetch costs the consumer ~0.6-1 ms of CPU whatever it brings. So while
+light, and each fetch costs the consumer about the same CPU whatever it brings. So while
 fetches keep returning records, the next one asks the broker to gather for up to
 ``gather_ms``; a fetch that comes back empty goes back to the consumer's own bounds
 (answered at the first record, or after ``fetch_max_wait_ms``), so an idle consumer still

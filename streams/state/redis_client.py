@@ -56,8 +56,8 @@ def connect_redis(url: str, *, cluster: bool = False, timeout_s: float = 5.0) ->
 
 class _HiredisPacking(AbstractConnection):
     """Commands packed by hiredis' C packer, as redis-py's sync client does when hiredis
-    is installed; its asyncio client packs in Python (redis-py issue #4176), about 1 us
-    an argument: a batch's commit scripts have hundreds. The bytes are the same; what
+    is installed; its asyncio client packs in Python (redis-py issue #4176), argument by
+    argument: a batch's commit scripts have hundreds. The bytes are the same; what
     hiredis refuses (None, bool, memoryview) goes to redis-py's packer and its errors."""
 
     def pack_command(self, *args: EncodableT) -> list[bytes]:

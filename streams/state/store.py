@@ -179,7 +179,7 @@ class StateStore:
         states as stored (scoring/codec.py), not decoded: one round trip. ``pipelined``:
         HGETALL and MGET per shard even on a standalone Redis, not the read script, whose
         copying of the blobs through Lua costs Redis more than the replies cost the worker
-        when the shards are few and large (the sweep's pages: 1.3 us of Redis per customer)."""
+        when the shards are few and large (the sweep's pages)."""
         if not (self.per_shard_calls or pipelined):
             return await self._read_by_script(wanted)
         pipe = self.client.pipeline(transaction=False)

@@ -4,6 +4,7 @@ publisher, the consumer's hooks), its reading, timers and web views."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ import faust
 
 from scoring import COMPILED
 from scoring.config import ScoringConfig
+from streams import metrics
 from streams.kafka import seam
 from streams.kafka.fetching import FetchBounds, FetchPolicy
 from streams.kafka.publisher import Publisher
@@ -61,10 +63,19 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
 
     read_inputs(rt, input_topic(app, settings), batches=allowed.batches)
 
+    path = "batches" if allowed.batches else "agent"
+    versions = seam.installed_versions()
+    metrics.BUILD_INFO.labels(
+        version=importlib.metadata.version("engagement-scorer"),
+        scoring_core="compiled" if COMPILED else "pure",
+        ingest=path,
+        faust_streaming=versions["faust-streaming"],
+        aiokafka=versions["aiokafka"],
+    ).set(1)
+
     async def name_runtime() -> None:
         loop = type(asyncio.get_running_loop()).__module__
         core = f"compiled ({len(COMPILED)} modules)" if COMPILED else "pure Python"
-        path = "batches" if allowed.batches else "agent"
         log.info("running on %s; scoring core %s; reading %s", loop, core, path)
 
     app.task(name_runtime)

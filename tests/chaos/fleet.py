@@ -7,16 +7,14 @@ told to (killed, or stopping itself because Redis lost writes) is started again.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker_harness import REPO, Worker
+from worker_harness import REPO
 
+from streams.dev.workers import WorkerProcess
 from streams.state.positions import EXIT_STATE_LOST
 
 RESTART_DELAY_S = 0.5
@@ -25,7 +23,7 @@ RESTART_DELAY_S = 0.5
 @dataclass
 class Member:
     name: str
-    worker: Worker
+    worker: WorkerProcess
     retired: bool = False  # stopped on purpose: not restarted
 
 
@@ -42,18 +40,8 @@ class Fleet:
 
     def start(self, name: str) -> Member:
         self._generation += 1
-        from streams.dev.services import free_port
-
-        port = free_port()
         log = self.log_dir / f"{name}.{self._generation}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
-            env={**os.environ, **self.env, "ENGAGEMENT_WEB_PORT": str(port)},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        member = Member(name, Worker(process, port, log))
+        member = Member(name, WorkerProcess.start(self.env, log, cwd=REPO))
         self.members[name] = member
         return member
 
@@ -61,17 +49,14 @@ class Fleet:
         return [m for m in self.members.values() if not m.retired]
 
     def kill9(self, name: str) -> None:
-        process = self.members[name].worker.process
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        if self.members[name].worker.kill9():
             self.kills += 1
 
     async def retire(self, name: str) -> None:
         """A clean leave (SIGTERM): the group rebalances, the worker is not restarted."""
         member = self.members[name]
         member.retired = True
-        await asyncio.to_thread(_terminate, member.worker.process)
+        await asyncio.to_thread(member.worker.stop)
 
     async def supervise(self) -> None:
         """Restart every member that exited without being retired (until cancelled)."""
@@ -115,7 +100,7 @@ class Fleet:
     def stop_all(self) -> None:
         for member in self.members.values():
             member.retired = True
-            _terminate(member.worker.process)
+            member.worker.stop()
 
     def rss_mib(self) -> dict[str, float]:
         """Resident memory of each live worker process (from /proc)."""
@@ -129,13 +114,3 @@ class Fleet:
                 if line.startswith("VmRSS:"):
                     sizes[m.name] = int(line.split()[1]) / 1024
         return sizes
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -86,6 +86,8 @@ async def test_scores_events_and_dead_letters_bad_input(
         )
         wait_for(lambda: worker.metric("engagement_deadletter_total") == 4, 30, "metric", worker)
         assert worker.metric("engagement_ingest_path", path=ingest) == 1
+        core = "compiled" if COMPILED else "pure"
+        assert worker.metric("engagement_build_info", scoring_core=core, ingest=ingest) == 1
         log = worker.log.read_text(errors="replace")
         assert (
             "fetches wait at most 70 ms for 2 bytes (10 ms while records keep coming), "

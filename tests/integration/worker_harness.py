@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +15,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from streams.dev.services import Endpoints, free_port
+from streams.dev.services import Endpoints
+from streams.dev.workers import WorkerProcess
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,52 +54,15 @@ def settings_of(env: dict[str, str]) -> Settings:
     return Settings.model_validate(fields)
 
 
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def get(self, path: str) -> str:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return str(r.read().decode())
-        except OSError:
-            return ""
-
-    def owned_shards(self) -> list[int]:
-        body = self.get("/healthz")
-        return list(orjson.loads(body)["owned_shards"]) if body.startswith("{") else []
-
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of a metric's samples whose labels include ``labels``."""
-        total = 0.0
-        for line in self.get("/metrics").splitlines():
-            m = re.match(rf"^{name}(?:\{{(.*)\}})? ([0-9.e+-]+)$", line)
-            if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-                total += float(m.group(2))
-        return total
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
 @contextmanager
-def running_workers(env: dict[str, str], count: int, log_dir: Path) -> Iterator[list[Worker]]:
+def running_workers(
+    env: dict[str, str], count: int, log_dir: Path
+) -> Iterator[list[WorkerProcess]]:
     """Start ``count`` workers in one group and wait until each owns shards."""
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
     try:
         for i in range(count):
-            port = free_port()
-            log = log_dir / f"worker{i}.log"
-            process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
-                env={**os.environ, **env, "ENGAGEMENT_WEB_PORT": str(port)},
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-            workers.append(Worker(process, port, log))
+            workers.append(WorkerProcess.start(env, log_dir / f"worker{i}.log", cwd=REPO))
         for w in workers:
             wait_for(lambda w=w: bool(w.owned_shards()), 90, "worker owns shards", w)
         if count > 1:
@@ -112,23 +71,19 @@ def running_workers(env: dict[str, str], count: int, log_dir: Path) -> Iterator[
         yield workers
     finally:
         for w in workers:
-            w.process.terminate()
+            w.process.terminate()  # all at once: the group need not rebalance to each
         for w in workers:
-            try:
-                w.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.process.kill()
-                w.process.wait()
+            w.stop()
 
 
-def _disjoint_cover(workers: Sequence[Worker], partitions: int) -> bool:
+def _disjoint_cover(workers: Sequence[WorkerProcess], partitions: int) -> bool:
     owned = [set(w.owned_shards()) for w in workers]
     union = set().union(*owned)
     return all(owned) and union == set(range(partitions)) and sum(map(len, owned)) == partitions
 
 
 def wait_for(
-    condition: Callable[[], bool], timeout_s: float, what: str, worker: Worker | None = None
+    condition: Callable[[], bool], timeout_s: float, what: str, worker: WorkerProcess | None = None
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():

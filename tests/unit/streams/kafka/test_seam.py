@@ -121,3 +121,17 @@ def test_no_private_framework_name_is_used_outside_the_seam() -> None:
         if pattern.search(line)
     ]
     assert found == []
+
+
+def test_a_worker_on_other_sources_refuses_to_start_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streams.cli import main
+
+    relied = _changed(monkeypatch, "required")
+    # Nothing listens there: the refusal comes before any connection is tried.
+    monkeypatch.setenv("ENGAGEMENT_KAFKA_BOOTSTRAP", "127.0.0.1:9")
+    monkeypatch.setenv("ENGAGEMENT_REDIS_URL", "redis://127.0.0.1:9/0")
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert "faust-streaming==0.15.3" in err and relied.name in err
