@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The scoring modules an event and the sweep pass through, compiled in place by mypyc
-# (about 1.2x the events per CPU-second, 1.5x the sweep: BENCHMARKS.md). Rebuilt whenever
-# scoring/ or schemas/ changes; scoring/__init__.py refuses to import a compiled module
-# older than its sources. `make pure` removes them: everything runs as plain Python again
-# (as it does, with a warning, where there is no C compiler or no Python headers).
+# (a wheel carries them compiled by setup.py; the editable install does not). Rebuilt
+# whenever scoring/ or schemas/ changes; scoring/__init__.py refuses to import a compiled
+# module older than its sources. `make pure` removes them: everything runs as plain Python
+# again (as it does, with a warning, where there is no C compiler or no Python headers).
 COMPILED := scoring/compiled.json
 
 $(COMPILED): $(STAMP) scripts/compile_scoring.py $(wildcard scoring/*.py schemas/*.py)
@@ -35,12 +35,12 @@ demo: $(STAMP) $(COMPILED)
 	$(BIN)/engagement demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check streams scoring schemas benchmarks tests scripts
-	$(BIN)/ruff format --check streams scoring schemas benchmarks tests scripts
+	$(BIN)/ruff check streams scoring schemas benchmarks tests scripts setup.py
+	$(BIN)/ruff format --check streams scoring schemas benchmarks tests scripts setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy scripts/compile_scoring.py
+	$(BIN)/mypy scripts/compile_scoring.py setup.py
 
 # The CDNOW 1/10 sample of the BG/NBD paper (tests/unit/scoring/test_fit.py reproduces the
 # paper's estimates from it). It ships in the lifetimes wheel; only that file is taken, the
@@ -136,4 +136,4 @@ services-down: $(STAMP)
 	$(BIN)/engagement services down
 
 clean: pure
-	rm -rf $(VENV) .engagement .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .engagement .mypy_cache .pytest_cache .ruff_cache build *.egg-info

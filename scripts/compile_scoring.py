@@ -1,13 +1,17 @@
-"""Compile the scoring core with mypyc, in place, and record the sources it was built from.
+"""The scoring core compiled with mypyc: for a wheel (setup.py) and in place (make compile).
 
 The hot path of every event and of the sweep is scoring/: folding an event into the
 state, decoding and encoding the stored form, scoring, deciding. mypyc turns those
 modules, already typed under mypy strict, into C extensions next to their sources
-(BENCHMARKS.md: about 1.2x the events per CPU-second, about 1.5x the sweep). Python imports
-an extension before a source of the same name, so scoring/__init__.py refuses to import
-when any source differs from the digests written here: an edited module never runs as its
-stale compiled self. `make compile` runs this whenever scoring/ or schemas/ changes;
-`make pure` removes the extensions.
+(BENCHMARKS.md measures the gain).
+
+- A wheel (``pip install .``, the Docker image) is built with them by setup.py, which
+  calls :func:`mypyc_extensions`; ``ENGAGEMENT_COMPILE=0`` builds it pure.
+- A source checkout compiles in place: ``python scripts/compile_scoring.py`` (run by
+  ``make``) records the digests of the sources it compiled, and scoring/__init__.py
+  refuses to import when any source differs: Python imports an extension before a source
+  of the same name, so an edited module would otherwise run as its stale compiled self.
+  ``make pure`` removes the extensions.
 
 Run from the repository root: python scripts/compile_scoring.py
 """
@@ -23,6 +27,7 @@ import sys
 import sysconfig
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
+from typing import Any
 
 from mypyc.build import mypycify
 from setuptools import Distribution
@@ -71,6 +76,26 @@ def missing_toolchain() -> str | None:
     return None
 
 
+def mypyc_extensions(build_dir: Path) -> list[Any]:
+    """The compiled modules as setuptools extensions (C written under ``build_dir``)."""
+    return list(
+        mypycify(
+            [
+                # The project's own [tool.mypy] (strict, pydantic plugin) applies; the
+                # cache is kept apart from `make typecheck`'s, whose targets differ.
+                "--cache-dir",
+                str(build_dir / "mypy-cache"),
+                *(f"scoring/{name}.py" for name in COMPILED),
+            ],
+            opt_level="3",
+            target_dir=str(build_dir / "c"),
+            # Inside the package, not a top-level module: an editable install maps only
+            # the packages, so a top-level shared library would not be importable.
+            group_name="scoring._native",
+        )
+    )
+
+
 def main() -> None:
     if not Path("scoring/__init__.py").is_file():
         sys.exit("run from the repository root")
@@ -85,26 +110,13 @@ def main() -> None:
         # The same code runs as Python, only slower: the demo and the tests still run.
         MANIFEST.write_text(json.dumps({"modules": [], "sources": digests, "skipped": missing}))
         print(
-            f"WARNING: {missing}: the scoring core runs as plain Python (about 1.2x the CPU "
-            "per event). Install one, then `make compile`.",
+            f"WARNING: {missing}: the scoring core runs as plain Python (slower: "
+            "BENCHMARKS.md). Install one, then `make compile`.",
             file=sys.stderr,
         )
         return
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    extensions = mypycify(
-        [
-            # The project's own [tool.mypy] (strict, pydantic plugin) applies; the cache is
-            # kept apart from `make typecheck`'s, whose targets differ.
-            "--cache-dir",
-            str(BUILD_DIR / "mypy-cache"),
-            *(f"scoring/{name}.py" for name in COMPILED),
-        ],
-        opt_level="3",
-        target_dir=str(BUILD_DIR / "c"),
-        # Inside the package, not a top-level module: the editable install maps only the
-        # packages, so a top-level shared library would not be importable from elsewhere.
-        group_name="scoring._native",
-    )
+    extensions = mypyc_extensions(BUILD_DIR)
     # A bare Distribution reads no project configuration: the build needs only the
     # extensions, and older setuptools in a virtualenv cannot read this pyproject.toml.
     distribution = Distribution({"name": "engagement-scorer-compiled", "ext_modules": extensions})

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
@@ -56,11 +58,15 @@ def test_make_runs_the_scoring_core_compiled() -> None:
     assert not (scoring.__file__ or "").endswith(tuple(EXTENSION_SUFFIXES))
 
 
-def _package(tmp_path: Path, *, compiled: bool, manifest: bool) -> Path:
+def _package(tmp_path: Path, *, compiled: bool, manifest: bool, checkout: bool = True) -> Path:
     """A copy of the package's guard with one module, its source and a stand-in extension
-    (the guard runs before any extension loads, so the stand-in is never executed)."""
+    (the guard runs before any extension loads, so the stand-in is never executed), in a
+    source checkout (with the in-place compiler beside it) or installed (without)."""
     package = tmp_path / "scoring"
     package.mkdir()
+    if checkout:
+        (tmp_path / "scripts").mkdir()
+        (tmp_path / "scripts" / "compile_scoring.py").write_text("")
     shutil.copy(ROOT / "scoring" / "__init__.py", package / "__init__.py")
     (package / "scores.py").write_text("SCORE = 1\n")
     (tmp_path / "schemas").mkdir()
@@ -128,6 +134,13 @@ def test_an_extension_without_its_record_refuses(tmp_path: Path) -> None:
     assert "make pure" in result.stderr
 
 
+def test_an_installed_wheels_extensions_need_no_record(tmp_path: Path) -> None:
+    # Built from the sources installed beside them (setup.py): nothing to compare with.
+    result = _import_guard(_package(tmp_path, compiled=True, manifest=False, checkout=False))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['scoring.scores']"
+
+
 def test_a_machine_without_a_c_toolchain_is_told_what_it_lacks(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -144,3 +157,38 @@ def test_a_machine_without_a_c_toolchain_is_told_what_it_lacks(
     assert script.missing_toolchain() == f"no Python headers ({tmp_path / 'Python.h'})"
     (tmp_path / "Python.h").write_text("")
     assert script.missing_toolchain() is None
+
+
+def _wheel(tmp_path: Path, compile_mode: str) -> list[str]:
+    """The files of a wheel of this checkout, built as pip builds it (setup.py), with the
+    dev environment's build tools instead of an isolated one (no downloads)."""
+    out = tmp_path / "wheels"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(out), str(ROOT)],
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        env={**os.environ, "ENGAGEMENT_COMPILE": compile_mode},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return [wheel.name, *archive.namelist()]
+
+
+@pytest.mark.timeout(300)
+def test_a_wheel_carries_the_compiled_core_and_no_record(tmp_path: Path) -> None:
+    # What `pip install .` and the Docker image install: the core compiled, nothing to
+    # check it against (an installed wheel's sources are the ones it was built from).
+    name, *files = _wheel(tmp_path, "1")
+    assert "-cp311-" in name
+    extensions = {f.split("/")[1].split(".")[0] for f in files if f.endswith(".so")}
+    assert extensions == {m.__name__.split(".")[1] for m in COMPILED_BY_MAKE} | {"_native__mypyc"}
+    assert "scoring/compiled.json" not in files
+    assert {"streams/state/commit_shard.lua", "schemas/json/purchase-event.json"} <= set(files)
+
+
+@pytest.mark.timeout(120)
+def test_engagement_compile_0_builds_a_pure_wheel(tmp_path: Path) -> None:
+    name, *files = _wheel(tmp_path, "0")
+    assert name.endswith("-py3-none-any.whl")
+    assert not [f for f in files if f.endswith(".so")]
