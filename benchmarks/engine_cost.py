@@ -29,6 +29,7 @@ from pathlib import Path
 import orjson
 
 from schemas.events import InputEvent
+from scoring import codec
 from scoring.config import load_config
 from scoring.engine import apply_event
 from scoring.state import CustomerState
@@ -71,14 +72,14 @@ def one_batched_run(events: list[InputEvent], batch: int) -> float:
         states: dict[str, CustomerState | None] = {}
         for cid in {e.customer_id for e in chunk}:
             raw = stored.get(cid)
-            states[cid] = None if raw is None else CustomerState.from_bytes(raw)
+            states[cid] = None if raw is None else codec.decode(raw)
         for event in chunk:
             t = event.occurred_at.timestamp()
             cid = event.customer_id
             states[cid] = apply_event(states[cid], event, t, t, config).state
         for cid, state in states.items():
             assert state is not None
-            stored[cid] = state.to_bytes()
+            stored[cid] = codec.encode(state)
     return time.process_time() - began
 
 

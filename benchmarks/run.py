@@ -38,6 +38,7 @@ import orjson
 from benchmarks import latency, report, sections, sweeps, workload
 from benchmarks.procs import REPO, Procs, machine_busy_seconds, own_seconds, service_pids
 from benchmarks.real_services import apache_services, kafka_version
+from scoring import codec
 from scoring.config import load_config
 from streams.dev.services import embedded_services
 from streams.state.redis_client import connect_redis
@@ -204,7 +205,7 @@ def run(argv: list[str]) -> tuple[dict[str, Any], Path]:
         f"{plan.template_customers}, {plan.template_days}, {plan.seed})",
         "states": len(templates),
         "with_next_check": sum(t.next_check_at is not None for t in templates),
-        "json_bytes_mean": round(sum(len(t.to_bytes()) for t in templates) / len(templates), 1),
+        "json_bytes_mean": round(sum(len(codec.encode(t)) for t in templates) / len(templates), 1),
     }
     _log(started, f"{len(templates):,} customer state templates")
     gc.freeze()  # the workload stays alive all run: keep it out of the collector's way

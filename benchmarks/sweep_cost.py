@@ -125,13 +125,12 @@ def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[s
     The blobs are the due customers' stored forms; ``sweep_shard`` tells settle-only
     customers (``ShardWrite.settled``) from those it evaluates."""
     from benchmarks.workload import due_clones
-    from scoring.codec import decode, with_exact_check
+    from scoring.codec import decode, encode, with_exact_check
     from scoring.config import load_config
     from scoring.engagement import engagement_score
     from scoring.engine import sweep_due
     from scoring.schedule import settle_stored, settled_check_at
     from scoring.scores import churn_risk
-    from scoring.state import CustomerState
     from scoring.stored import check_inputs
     from streams.cli import settle_heap
     from streams.pipeline.sweeper import sweep_shard
@@ -139,8 +138,8 @@ def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[s
     from streams.state.store import ShardView
 
     config = load_config(None)
-    templates = [CustomerState.from_bytes(b) for b in _templates(template_customers)]
-    blobs = {s.customer_id: s.to_bytes() for s in due_clones(templates, customers, SWEEP_AT)}
+    templates = [decode(b) for b in _templates(template_customers)]
+    blobs = {s.customer_id: encode(s) for s in due_clones(templates, customers, SWEEP_AT)}
     view = ShardView(shard=0, epoch="0", offsets={}, marks={}, customers={})
     write, _ = sweep_shard(view, blobs, SWEEP_AT, SWEEP_AT, config)
     settled_blobs = {c: raw for c, raw in blobs.items() if c in write.settled}
@@ -190,7 +189,7 @@ def parts(customers: int, repeats: int, template_customers: int) -> list[tuple[s
         ("alerting: churn_risk (with reasons)", len(alerting),
          each(lambda s: churn_risk(s, at, config), alerting)),
         ("evaluated: KPI deltas", len(states), kpis),
-        ("evaluated: encode", len(outcomes), each(lambda o: o.state.to_bytes(), outcomes)),
+        ("evaluated: encode", len(outcomes), each(lambda o: encode(o.state), outcomes)),
     ]  # fmt: skip
     settle_heap()  # the worker's collector settings (what is here now stays)
     out = []

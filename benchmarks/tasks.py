@@ -208,9 +208,9 @@ async def run_naive(spec: dict[str, Any]) -> None:
 
     Neither includes Kafka: the records are read before the clock starts.
     """
+    from scoring import codec
     from scoring.config import load_config
     from scoring.engine import apply_event
-    from scoring.state import CustomerState
     from streams.pipeline.intake import Decoder, shard_of
     from streams.pipeline.processor import AlertTopics, Scorer
     from streams.settings import load_settings
@@ -285,10 +285,10 @@ async def run_naive(spec: dict[str, Any]) -> None:
                 event.customer_id
             )
             raw = await client.get(key)
-            state = CustomerState.from_bytes(raw) if raw is not None else None
+            state = codec.decode(raw) if raw is not None else None
             t = event.occurred_at.timestamp()
             outcome = apply_event(state, event, t, time.time(), config)
-            await client.set(key, outcome.state.to_bytes())
+            await client.set(key, codec.encode(outcome.state))
         elapsed = time.perf_counter() - started
         results["get_set_per_event"] = {
             "events": len(records),

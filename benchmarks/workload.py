@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from scoring import codec
 from scoring.config import ScoringConfig
 from scoring.engine import apply_event, evaluate_due
 from scoring.state import CustomerState
@@ -67,7 +68,7 @@ def customer_states(customers: int, days: float, seed: int, config: ScoringConfi
         t = event.occurred_at.timestamp()
         states[e.customer_id] = apply_event(states.get(e.customer_id), event, t, t, config).state
     end = (START + timedelta(days=days)).timestamp()
-    return [evaluate_due(s, end, end, config).state.to_bytes() for s in states.values()]
+    return [codec.encode(evaluate_due(s, end, end, config).state) for s in states.values()]
 
 
 def write_templates(path: Path, blobs: Iterable[bytes]) -> None:
@@ -77,7 +78,7 @@ def write_templates(path: Path, blobs: Iterable[bytes]) -> None:
 
 def read_templates(path: Path) -> list[CustomerState]:
     lines = path.read_bytes().splitlines()
-    return [CustomerState.from_bytes(base64.b64decode(line)) for line in lines if line]
+    return [codec.decode(base64.b64decode(line)) for line in lines if line]
 
 
 def customer_id(n: int) -> str:

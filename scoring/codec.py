@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import orjson
 
-from scoring.features import ALERT_KINDS, COUNT_NAMES, DECAYED_FEATURES, TIERS
+from scoring.names import ALERT_KINDS, COUNT_NAMES, DECAYED_FEATURES, TIERS
 from scoring.state import CustomerState, build_state
 
 VERSION: Final = 2

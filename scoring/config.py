@@ -15,6 +15,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scoring.model import ModelParams
+from scoring.names import (
+    ACTIVITY_LONG,
+    ACTIVITY_SHORT,
+    BAD_EXPERIENCES,
+    DECAYED_FEATURES,
+    SCORED_FEATURES,
+)
+from scoring.state import DAY_S
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -78,8 +86,6 @@ class EngagementConfig(_Frozen):
 
     @model_validator(mode="after")
     def _known_names(self) -> EngagementConfig:
-        from scoring.features import DECAYED_FEATURES, SCORED_FEATURES
-
         for name in self.features:
             if name not in SCORED_FEATURES:
                 known = ", ".join(SCORED_FEATURES)
@@ -248,9 +254,15 @@ class ScoringConfig(_Frozen):
     @cached_property
     def half_lives_s(self) -> dict[str, float]:
         """Half-life in seconds of every decayed feature (computed once per config)."""
-        from scoring.features import half_lives_s
-
-        return half_lives_s(self)
+        e = self.engagement
+        out = {
+            name: e.feature_half_life_days.get(name, e.half_life_days) * DAY_S
+            for name in DECAYED_FEATURES
+        }
+        out[ACTIVITY_SHORT] = self.momentum.short_half_life_days * DAY_S
+        out[ACTIVITY_LONG] = self.momentum.long_half_life_days * DAY_S
+        out[BAD_EXPERIENCES] = self.churn.bad_experience_half_life_days * DAY_S
+        return out
 
 
 def _profile_text(name: str) -> str:

@@ -20,7 +20,7 @@ from typing import Literal
 
 from schemas.alerts import Reason
 from scoring.config import SUBSCORES, FeatureWeight, ScoringConfig, Subscore
-from scoring.features import BAD_EXPERIENCES
+from scoring.names import BAD_EXPERIENCES
 from scoring.state import CustomerState, distinct_estimate
 
 Term = tuple[float, str]

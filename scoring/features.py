@@ -1,8 +1,7 @@
 """What one event adds to a customer's state: decayed features, counters, purchases,
 sessions and the other per-customer facts the scores are computed from.
 
-The names here are also the fixed orders of the compact encoding (scoring/codec.py):
-append new ones at the end, never reorder.
+The names it fills are in scoring/names.py.
 """
 
 from __future__ import annotations
@@ -10,124 +9,14 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
+from scoring.names import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.state import DAY_S, REBASE_EXPONENT, CustomerState, bit_of, day_floor, evolver
 
 if TYPE_CHECKING:
     from scoring.config import ScoringConfig
-
-# Momentum levels and bad experiences have their own half-lives; every other decayed
-# feature uses engagement.half_life_days unless engagement.feature_half_life_days says.
-ACTIVITY_SHORT: Final = "short"
-ACTIVITY_LONG: Final = "long"
-BAD_EXPERIENCES: Final = "bad"
-DECAYED_FEATURES: tuple[str, ...] = (
-    ACTIVITY_SHORT,
-    ACTIVITY_LONG,
-    BAD_EXPERIENCES,
-    "sessions",
-    "hits",  # clickstream events inside sessions ("pages")
-    "minutes",  # time on site, from duration_ms
-    "product_views",
-    "carts",
-    "searches",
-    "campaign",  # email, ad and push clicks, and anything with a campaign_id
-    "incentives",
-    "shares",
-    "referrals",
-    "reviews",
-    "orders",
-    "spend",
-    "conversions",
-    "bounces",
-    "sentiment",  # sum of feedback sentiment, -1..1 each
-    "sentiment_n",  # how many feedback events had one
-    "plays",
-    "play_days",
-    "deposits",
-    "withdrawals",
-)
-
-# Cumulative counters; the first eleven are read by the KPI helper under these names.
-COUNT_NAMES: tuple[str, ...] = (
-    "events",
-    "orders",
-    "returns",  # returns and refunds
-    "sessions",
-    "bounces",  # sessions with one hit so far
-    "conversions",  # sessions with an order
-    "nps_answers",
-    "promoters",
-    "detractors",
-    "csat_answers",
-    "csat_satisfied",  # CSAT 4 or 5
-    "cancellations",
-    "feedback",
-    "bad_experiences",
-    "nps_sum",
-    "csat_sum",
-    "reviews",
-    "rating_sum",
-    "tickets_opened",
-    "tickets_resolved",
-    "responses",
-    "response_s",
-    "resolutions",
-    "resolution_s",
-    "shares",
-    "referrals",
-)
-
-ALERT_KINDS: tuple[str, ...] = (
-    "churn_risk",
-    "detractor_feedback",
-    "low_csat",
-    "negative_review",
-    "product_return",
-    "bad_experience",
-    "negative_sentiment",
-    "loyalty_milestone",
-)
-
-# Index 0 is "not evaluated yet".
-TIERS: tuple[str, ...] = ("", "lost", "hibernating", "at_risk", "promising", "loyal", "champion")
-
-# Features the engagement score can weigh (scoring/engagement.py defines each one).
-SCORED_FEATURES: tuple[str, ...] = (
-    "product_views",
-    "add_to_cart",
-    "searches",
-    "product_variety",
-    "visits",
-    "pages_per_session",
-    "time_on_site",
-    "conversion_rate",
-    "bounce_rate",
-    "bad_experiences",
-    "open_tickets",
-    "response_time",
-    "resolution_time",
-    "nps",
-    "last_nps",
-    "csat",
-    "review_rating",
-    "sentiment",
-    "shares",
-    "reviews",
-    "referrals",
-    "purchase_frequency",
-    "spend",
-    "category_variety",
-    "returns_share",
-    "playing_days",
-    "plays",
-    "deposits",
-    "withdrawals",
-    "campaign_clicks",
-    "incentives",
-)
 
 # Clickstream types feeding a decayed feature; a profile's engagement.event_features adds
 # to these.
@@ -153,19 +42,6 @@ CLICK_TYPES: dict[str, str] = {
 _evolve_folded = evolver(
     "landmark", "decayed", "counts", "recent_events", "first_seen", "last_seen"
 )
-
-
-def half_lives_s(config: ScoringConfig) -> dict[str, float]:
-    """Half-life in seconds of every decayed feature."""
-    e = config.engagement
-    out = {
-        name: e.feature_half_life_days.get(name, e.half_life_days) * DAY_S
-        for name in DECAYED_FEATURES
-    }
-    out[ACTIVITY_SHORT] = config.momentum.short_half_life_days * DAY_S
-    out[ACTIVITY_LONG] = config.momentum.long_half_life_days * DAY_S
-    out[BAD_EXPERIENCES] = config.churn.bad_experience_half_life_days * DAY_S
-    return out
 
 
 def day_of(t: float) -> int:
@@ -266,8 +142,9 @@ def contributed(
     at: float,
     half_lives: Mapping[str, float],
 ) -> tuple[float, dict[str, float]]:
-    """``CustomerState.contributed`` (the landmark and decayed sums once each weight is
-    added at ``at``), here so that it runs compiled: every event passes through it."""
+    """The landmark and decayed sums once each weight is added at ``at`` to its feature;
+    ``half_lives`` covers every feature. Here, not in scoring/state.py, so that it runs
+    compiled: every event passes through it."""
     decayed = dict(decayed_before)
     elapsed = at - landmark
     for name in weights:
@@ -283,6 +160,14 @@ def contributed(
                 2.0, elapsed / half_lives[name]
             )
     return landmark, decayed
+
+
+def with_contributions(
+    state: CustomerState, weights: Mapping[str, float], at: float, half_lives: Mapping[str, float]
+) -> CustomerState:
+    """``state`` with each weight added at time ``at`` to its feature."""
+    landmark, decayed = contributed(state.landmark, state.decayed, weights, at, half_lives)
+    return state.evolve(landmark=landmark, decayed=decayed)
 
 
 def _order(

@@ -22,7 +22,7 @@ from typing import Final
 
 from scoring.codec import _F_EXACT, with_exact_check
 from scoring.config import ScoringConfig
-from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
+from scoring.names import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.scores import open_tickets, recency_weight
 from scoring.state import DAY_S, CustomerState
 from scoring.stored import CheckInputs, Fields, stored_fields

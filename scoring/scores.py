@@ -13,8 +13,8 @@ from typing import NamedTuple
 from schemas.alerts import Reason
 from scoring.config import ScoringConfig
 from scoring.engagement import engagement, engagement_score
-from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.model import BgNbdParams, p_alive
+from scoring.names import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.state import DAY_S, CustomerState
 
 # A reason's factor, detail and contribution (schemas.alerts.Reason's fields)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Final, TypeVar
 
@@ -169,50 +169,11 @@ class CustomerState:
         """How many distinct products the customer bought (a linear-counting estimate)."""
         return round(distinct_estimate(self.products_bought))
 
-    def contributed(
-        self, weights: Mapping[str, float], at: float, half_lives: Mapping[str, float]
-    ) -> tuple[float, dict[str, float]]:
-        """(landmark, decayed sums) once each weight is added at time ``at``;
-        ``half_lives`` covers every feature."""
-        return _compiled().contributed(self.landmark, self.decayed, weights, at, half_lives)
-
-    def with_contributions(
-        self, weights: Mapping[str, float], at: float, half_lives: Mapping[str, float]
-    ) -> CustomerState:
-        """Add each weight at time ``at`` to its feature; ``half_lives`` covers every feature."""
-        landmark, decayed = self.contributed(weights, at, half_lives)
-        return self.evolve(landmark=landmark, decayed=decayed)
-
     def with_counts(self, **increments: int) -> CustomerState:
         counts = dict(self.counts)
         for name, inc in increments.items():
             counts[name] = counts.get(name, 0) + inc
         return self.evolve(counts=counts)
-
-    def to_bytes(self) -> bytes:
-        return _compiled().encode(self)
-
-    @classmethod
-    def from_bytes(cls, raw: bytes | str) -> CustomerState:
-        return _compiled().decode(raw.encode("latin-1") if isinstance(raw, str) else raw)
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    encode: Callable[[CustomerState], bytes]
-    decode: Callable[[bytes], CustomerState]
-    contributed: Callable[..., tuple[float, dict[str, float]]]
-
-
-@functools.cache
-def _compiled() -> _Compiled:
-    """The functions behind CustomerState's methods: modules that import this one (the
-    compiled core), so looked up on first use. Once: an import statement in a method
-    costs about as much per call as the encoding, even when the module is loaded."""
-    from scoring.codec import decode, encode
-    from scoring.features import contributed
-
-    return _Compiled(encode, decode, contributed)
 
 
 class _Draft:

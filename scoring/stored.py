@@ -27,7 +27,7 @@ from scoring.codec import (
     _INT_CODES,
     VERSION,
 )
-from scoring.features import (
+from scoring.names import (
     ACTIVITY_LONG,
     ACTIVITY_SHORT,
     ALERT_KINDS,

@@ -46,6 +46,7 @@ COMPILED = (
     "shards",
     "value",
     "kpis",
+    "names",
 )
 BUILD_DIR = Path(".engagement/compiled")
 MANIFEST = Path("scoring/compiled.json")

@@ -330,7 +330,9 @@ class StateStore:
 
     async def customer(self, shard: int, customer_id: str) -> CustomerState | None:
         raw = await self.client.get(self.keys(shard).customer(customer_id))
-        return CustomerState.from_bytes(raw) if raw is not None else None
+        if raw is None:
+            return None
+        return decode_state(raw.encode("latin-1") if isinstance(raw, str) else raw)
 
 
 def _text(value: bytes | str | int) -> str:

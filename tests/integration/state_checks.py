@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from scoring import codec
 from scoring.config import ScoringConfig
 from scoring.engine import settle
 from scoring.state import CustomerState
@@ -24,7 +25,7 @@ async def read_states(client: aioredis.Redis, namespace: str) -> dict[str, Custo
     for i in range(0, len(keys), 500):
         for raw in await client.mget(keys[i : i + 500]):
             if raw is not None:
-                state = CustomerState.from_bytes(raw)
+                state = codec.decode(raw)
                 found[state.customer_id] = state
     return found
 

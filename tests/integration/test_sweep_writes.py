@@ -20,6 +20,7 @@ import redis.exceptions
 from prometheus_client import REGISTRY
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
+from scoring import codec
 from scoring.config import load_config
 from scoring.engine import apply_event, evaluate_due
 from scoring.state import CustomerState
@@ -223,7 +224,7 @@ async def test_the_sweep_writes_what_the_plain_sweep_writes(
 
     before = {s.customer_id: s for s in silent}
     after = {
-        c: CustomerState.from_bytes(b)
+        c: codec.decode(b)
         for c, b in (await contents(client, swept)).items()
         if not c.startswith(("due", "kpi", "outbox"))
     }

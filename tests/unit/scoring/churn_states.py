@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from hypothesis import strategies as st
 
 from scoring.config import ScoringConfig
-from scoring.features import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
+from scoring.names import ACTIVITY_LONG, ACTIVITY_SHORT, BAD_EXPERIENCES
 from scoring.state import DAY_S, CustomerState
 
 # Decayed sums as they occur (a subnormal one would make momentum divide by zero).

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from scoring.features import ALERT_KINDS, COUNT_NAMES, DECAYED_FEATURES, TIERS
+from scoring.names import ALERT_KINDS, COUNT_NAMES, DECAYED_FEATURES, TIERS
 from scoring.state import CustomerState
 
 any_float = st.floats(allow_nan=True, allow_infinity=True)

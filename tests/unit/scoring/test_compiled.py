@@ -21,6 +21,7 @@ import scoring.engagement
 import scoring.engine
 import scoring.features
 import scoring.kpis
+import scoring.names
 import scoring.schedule
 import scoring.scores
 import scoring.shards
@@ -35,6 +36,7 @@ COMPILED_BY_MAKE = {
     scoring.engine,
     scoring.features,
     scoring.kpis,
+    scoring.names,
     scoring.schedule,
     scoring.scores,
     scoring.shards,

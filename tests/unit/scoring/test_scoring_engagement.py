@@ -16,7 +16,7 @@ from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, Purchase
 from scoring.config import SUBSCORES, ScoringConfig, load_config, load_profile
 from scoring.engagement import FEATURES, _View, engagement, engagement_score
 from scoring.engine import apply_event
-from scoring.features import COUNT_NAMES, DECAYED_FEATURES, SCORED_FEATURES
+from scoring.names import COUNT_NAMES, DECAYED_FEATURES, SCORED_FEATURES
 from scoring.state import DAY_S, CustomerState
 
 CONFIG = load_config()

@@ -12,7 +12,7 @@ from compact_states import compact_states
 from hypothesis import given, settings
 
 from scoring.codec import decode, encode
-from scoring.features import TIERS
+from scoring.names import TIERS
 from scoring.scores import open_tickets
 from scoring.state import CustomerState
 from scoring.stored import CheckInputs, check_inputs

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas.events import ClickstreamEvent, FeedbackEvent, InputEvent, PurchaseEvent
+from scoring import codec
 from scoring.codec import decode, encode, with_exact_check
 from scoring.config import ScoringConfig, load_config
 from scoring.engine import Alert, apply_event, sweep_due
@@ -79,7 +80,8 @@ def reference_sweep(
 def stored_bytes(write: ShardWrite) -> dict[str, tuple[bytes, float | None]]:
     """What the commit writes of each customer (streams/state/store.py): blob and check time."""
     written = {
-        c: (write.encoded.get(c) or s.to_bytes(), s.next_check_at) for c, s in write.states.items()
+        c: (write.encoded.get(c) or codec.encode(s), s.next_check_at)
+        for c, s in write.states.items()
     }
     assert not written.keys() & write.settled.keys(), "a customer written twice"
     return {**written, **write.settled}
