@@ -122,8 +122,13 @@ def rising_terms(state: CustomerState, at: float, config: ScoringConfig) -> floa
 
 
 def churn_value(state: CustomerState, at: float, config: ScoringConfig) -> float:
-    """churn_risk alone, without building its reasons: the definition by its terms,
-    which ``churn_terms`` (what the engine calls) is checked against to the bit."""
+    """churn_risk alone, without building its reasons: the definition by its terms.
+
+    Fast twins, each written out again because a profile of the event path or the sweep
+    demanded it, and each held to this definition to the bit by a test: ``churn_terms``
+    (every evaluation; test_scoring_scores.py), ``_reasons`` (an alert's risk from its
+    reasons; test_scoring_scores.py), ``schedule._search`` and ``schedule._bad_term`` (the
+    sweep's settling; test_scoring_schedule.py). A change here changes them too."""
     risk = rising_terms(state, at, config) + config.churn.bad_experience_weight * (
         bad_experience_term(state, at, config)
     )
