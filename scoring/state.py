@@ -5,6 +5,12 @@ time t adds ``w * 2**((t - L) / h)``, and the value at time ``now`` is
 ``S * 2**(-(now - L) / h)``. Addition commutes, so the same events in any order give the
 same state (to the last bits of floating-point addition), and nothing is ever rescaled on
 read. When an exponent grows past ``REBASE_EXPONENT`` the landmark moves forward.
+
+Every event and evaluation copies a state, so its constructors are generated once at
+import (``exec``): a state is filled as an unfrozen draft of the same slots and then
+switched to the frozen class, without the frozen dataclass' per-field ``object.__setattr__``
+or a keyword call. The same functions as plain code score the same and cost far more
+(BENCHMARKS.md, "The state's generated constructors").
 """
 
 from __future__ import annotations
