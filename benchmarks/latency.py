@@ -294,9 +294,9 @@ async def latency_phases(
     # The events' producer lingers 5 ms, as Kafka 4's producers do by default (KIP-1030): a
     # web app's events reach the broker in small batches, not one request each. On Apache
     # Kafka (LogAppendTime) the linger comes before the append and is not in the figure; on
-    # Tansu (CreateTime, stamped at send) it is. At 1,000 events/s it saves the broker and
-    # this harness, on the worker's two cores, ~800 one-record produce requests a second
-    # (p99 56 against 67 ms with linger 0 in one run, 3 repeats each: BENCHMARKS.md).
+    # Tansu (CreateTime, stamped at send) it is. It saves the broker and this harness, on
+    # the worker's two cores, most of the one-record produce requests (BENCHMARKS.md
+    # measured the tail with and without it).
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
     await collector.start()
     await producer.start()

@@ -129,6 +129,21 @@ RELIED: tuple[Relied, ...] = (
     Relied("aiokafka.consumer.fetcher", "Fetcher._proc_fetch_request",
            "59bf948fff47eed580671971252454daa614df479733f3bedfefe95bc4d8ad30",
            "batches", "wrapped: a session's replies and its partitions' poll times"),
+    Relied("aiokafka.protocol.fetch", "FetchRequest.__init__",
+           "f31b6b74cc94dae4a4b6a83f202518b80ae24ef00393885d92f85a56451fbf3f",
+           "batches", "its fields (_max_wait_ms, _min_bytes, ...), read by a session's request"),
+    Relied("aiokafka.protocol.fetch", "FetchRequest.build",
+           "952ef0f41192efc3b4b72468fa86ef1ff5c7a148e7ed775cadeb1afdf199b040",
+           "batches", "overridden by a session's request to add the session's fields"),
+    Relied("aiokafka.consumer.subscription_state", "Assignment.state_value",
+           "183fea82ef48f3e6136739948785fbf07feec2d7119b60e5e9378264ba6780de",
+           "batches", "called for a partition's state after a session's reply"),
+    Relied("aiokafka.consumer.subscription_state", "TopicPartitionState.__init__",
+           "f0b391da1b87af045ac4125de2c2ae928bb351157c2859d9e3586562e0edf7f7",
+           "batches", "its timestamp and highwater, set and read after a session's reply"),
+    Relied("mode.services", "Service.__init__",
+           "ab4d12a25b93044a2bd0314bc2ed748774bc6266a61f5473755248deb1675a49",
+           "batches", "the _stopped events the batch fetch loop watches"),
 )  # fmt: skip
 
 
