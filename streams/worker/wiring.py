@@ -60,6 +60,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
     input_names = {*settings.input_topics, settings.topic_rerouted}
     _hook_consumer(rt, input_names, tuned_fetching=allowed.tuned_fetching)
     _hook_signals(rt)
+    _announce_assignments(rt)
 
     read_inputs(rt, input_topic(app, settings), batches=allowed.batches)
 
@@ -159,6 +160,33 @@ def _hook_consumer(rt: Runtime, input_names: set[str], *, tuned_fetching: bool) 
 
     buffer.highwater = highwater
     buffer.committed = committed
+
+
+def _announce_assignments(rt: Runtime) -> None:
+    """One line on the process's own standard output, whatever the log level, when the
+    worker first owns its shards and again after every rebalance: what someone starting
+    a worker looks for (Faust's worker redirects ``sys.stdout`` to its logger)."""
+    settings = rt.settings
+    names = {*settings.input_topics, settings.topic_rerouted}
+    address = f"http://{settings.web_host}:{settings.web_port}"
+    announced = False
+
+    async def announce(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        nonlocal announced
+        shards = sorted({tp.partition for tp in args[0] if tp.topic in names})
+        owned = ", ".join(map(str, shards)) if shards else "none"
+        what = "rebalanced" if announced else "ready"
+        announced = True
+        out = sys.__stdout__
+        if out is not None:
+            print(
+                f"engagement worker {what}: owns shards {owned} of {settings.partitions}; "
+                f"{address}/healthz, {address}/metrics",
+                file=out,
+                flush=True,
+            )
+
+    rt.app.on_partitions_assigned.connect(announce)
 
 
 def _hook_signals(rt: Runtime) -> None:

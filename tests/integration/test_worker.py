@@ -94,6 +94,11 @@ async def test_scores_events_and_dead_letters_bad_input(
             "in incremental sessions"
         ) in log
         assert f"running on {loop}" in log
+        # printed whatever the log level: the line someone starting a worker looks for
+        assert (
+            f"engagement worker ready: owns shards {', '.join(map(str, range(s.partitions)))} "
+            f"of {s.partitions}; http://127.0.0.1:{worker.port}/healthz"
+        ) in log
         assert f"; scoring core compiled ({len(COMPILED)} modules)" in log
 
     intervention = orjson.loads(alerts[0].value)
