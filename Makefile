@@ -40,7 +40,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy scripts/compile_scoring.py setup.py
+	$(BIN)/mypy scripts/compile_scoring.py scripts/configuration_doc.py setup.py
 
 # The CDNOW 1/10 sample of the BG/NBD paper (tests/unit/scoring/test_fit.py reproduces the
 # paper's estimates from it). It ships in the lifetimes wheel; only that file is taken, the

@@ -122,14 +122,14 @@ def run_worker(settings: Settings, loglevel: str) -> int:
     from streams.worker.wiring import create_app
 
     try:
-        seam.check(settings.ingest)  # before anything connects: refused at once
+        allowed = seam.check(settings.ingest)  # before anything connects: refused at once
     except seam.SeamMismatch as exc:
         print(f"engagement worker: {exc}", file=sys.stderr)
         return 2
     config = scoring_config(settings)
     aligned = asyncio.run(ensure_topics(settings))
     asyncio.set_event_loop(new_event_loop(settings.event_loop))
-    runtime = create_app(settings, config, aligned)
+    runtime = create_app(settings, config, aligned, allowed)
     worker = quiet_worker(runtime.app, loglevel)
     settle_heap()
     worker.execute_from_commandline()

@@ -290,6 +290,12 @@ class Settings(BaseSettings):
     def input_topics(self) -> tuple[str, str, str]:
         return (self.topic_clickstream, self.topic_purchases, self.topic_feedback)
 
+    @property
+    def consumed_topics(self) -> frozenset[str]:
+        """What a worker reads: the input topics and the rerouted topic. A shard is the
+        same partition of each."""
+        return frozenset((*self.input_topics, self.topic_rerouted))
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment, turning validation errors into one message

@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import subprocess
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,7 +58,7 @@ def run_demo(customers: int, days: float, seed: int, seconds: float) -> int:
         os.environ.update({**env, "ENGAGEMENT_WEB_PORT": str(worker.port)})
         settings = load_settings()
         try:
-            return asyncio.run(_drive(settings, customers, days, seed, seconds, worker.process))
+            return asyncio.run(_drive(settings, customers, days, seed, seconds, worker))
         except KeyboardInterrupt:
             return 130
         finally:
@@ -74,12 +71,11 @@ async def _drive(
     days: float,
     seed: int,
     seconds: float,
-    worker: subprocess.Popen[bytes],
+    worker: WorkerProcess,
 ) -> int:
     deadline = time.monotonic() + seconds
-    health = f"http://{settings.web_host}:{settings.web_port}"
     print("waiting for the worker to join its group...")
-    await _poll(lambda: _owns_shards(health), time.monotonic() + 60, worker)
+    await _poll(lambda: bool(worker.owned_shards()), time.monotonic() + 60, worker)
 
     start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(days=days)
     events = generate(customers, days, seed, start)
@@ -93,7 +89,8 @@ async def _drive(
     sent = await publish(events, settings, rate=rate)
 
     def scored() -> bool:
-        return _scored(health) >= sent
+        outcomes = ("applied", "duplicate", "deadletter")
+        return sum(worker.metric("engagement_events_total", outcome=o) for o in outcomes) >= sent
 
     await _poll(scored, deadline + 30, worker)
     # Give the sweeper the rest of the minute to notice the customers who went silent.
@@ -107,7 +104,7 @@ async def _drive(
     for kind, n in sorted(alerts.items()):
         print(f"  alerts {kind:<28} {n}")
     print(f"  alerts total:     {sum(alerts.values())}")
-    return 0 if worker.poll() is None else 1
+    return 0 if worker.alive() else 1
 
 
 async def _print_alerts(settings: Settings, alerts: Counter[str]) -> None:
@@ -159,34 +156,10 @@ def _describe(alert: dict[str, object]) -> str:
     )
 
 
-async def _poll(condition: object, deadline: float, worker: subprocess.Popen[bytes]) -> None:
-    assert callable(condition)
+async def _poll(condition: Callable[[], bool], deadline: float, worker: WorkerProcess) -> None:
     while not condition():
-        if worker.poll() is not None:
+        if not worker.alive():
             raise SystemExit(f"the worker exited; see {STATE_DIR / 'worker.log'}")
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out; see {STATE_DIR / 'worker.log'}")
         await asyncio.sleep(0.5)
-
-
-def _get(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
-
-
-def _owns_shards(health: str) -> bool:
-    body = _get(f"{health}/healthz")
-    return bool(body) and '"owned_shards":[]' not in body.replace(" ", "")
-
-
-_SCORED = re.compile(
-    r'^engagement_events_total\{outcome="(applied|duplicate|deadletter)",[^}]*\} ([0-9.e+]+)$',
-    re.M,
-)
-
-
-def _scored(health: str) -> float:
-    return sum(float(v) for _, v in _SCORED.findall(_get(f"{health}/metrics")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -51,13 +51,12 @@ class Runtime:
     delivered: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def owned_shards(self) -> list[int]:
-        """Shards are the partitions of the input topics this worker is assigned."""
+        """The shards this worker is assigned now."""
         try:
             assigned = self.app.consumer.assignment()
         except Exception:  # the consumer is not started yet
             return []
-        names = {*self.settings.input_topics, self.settings.topic_rerouted}
-        shards = sorted({tp.partition for tp in assigned if tp.topic in names})
+        shards = shards_of(assigned, self.settings.consumed_topics)
         metrics.OWNED_SHARDS.set(len(shards))
         return shards
 
@@ -115,6 +114,12 @@ class Runtime:
 
     async def finish_release(self) -> None:
         await self.finish(await self.scorer.release())
+
+
+def shards_of(assigned: Iterable[Any], consumed: Collection[str]) -> list[int]:
+    """The shards among ``assigned`` topic partitions: the partitions of the ``consumed``
+    topics (the input topics and the rerouted one)."""
+    return sorted({tp.partition for tp in assigned if tp.topic in consumed})
 
 
 def exit_now(code: int) -> NoReturn:

@@ -18,8 +18,7 @@ class Timers:
     def __init__(self, rt: Runtime, kpi_source: KpiSource) -> None:
         self.rt = rt
         self.kpi_source = kpi_source
-        settings = rt.settings
-        self.missing_inputs = MissingTopicsWatch({*settings.input_topics, settings.topic_rerouted})
+        self.missing_inputs = MissingTopicsWatch(rt.settings.consumed_topics)
 
     def schedule(self, app: Any) -> None:
         settings = self.rt.settings

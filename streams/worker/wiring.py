@@ -29,17 +29,17 @@ from streams.state.redis_client import redis_of
 from streams.state.store import OutboxEntry
 from streams.worker import web
 from streams.worker.ingest import read_inputs
-from streams.worker.runtime import Runtime, stop_if_state_lost
+from streams.worker.runtime import Runtime, shards_of, stop_if_state_lost
 from streams.worker.timers import Timers
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[str]) -> Runtime:
-    """The worker's app, ready for Faust's worker to run. Raises
-    :class:`streams.kafka.seam.SeamMismatch` when the installed frameworks are not the
-    ones streams/kafka/ was written for."""
-    allowed = seam.check(settings.ingest)
+def create_app(
+    settings: Settings, config: ScoringConfig, aligned_topics: set[str], allowed: seam.Seam
+) -> Runtime:
+    """The worker's app, ready for Faust's worker to run, using what the installed
+    frameworks allow (``allowed``: ``seam.check``, made before anything connects)."""
     app = faust_app(settings)
     client = redis_of(settings)
     store = GuardedStore(client, settings.namespace, per_shard_calls=settings.redis_per_shard_calls)
@@ -57,8 +57,7 @@ def create_app(settings: Settings, config: ScoringConfig, aligned_topics: set[st
         send_alerts, delete_sent, settings.max_unsent_alerts, sent=scorer.sent_alerts
     )
     rt = Runtime(settings, app, store, scorer, publisher, positions, alerts)
-    input_names = {*settings.input_topics, settings.topic_rerouted}
-    _hook_consumer(rt, input_names, tuned_fetching=allowed.tuned_fetching)
+    _hook_consumer(rt, tuned_fetching=allowed.tuned_fetching)
     _hook_signals(rt)
     _announce_assignments(rt)
 
@@ -125,7 +124,7 @@ def input_topic(app: Any, settings: Settings) -> Any:
     )
 
 
-def _hook_consumer(rt: Runtime, input_names: set[str], *, tuned_fetching: bool) -> None:
+def _hook_consumer(rt: Runtime, *, tuned_fetching: bool) -> None:
     """Set the worker consumer's hooks (streams/kafka/transport.py), except the batch
     path's, which the batch reader sets when it is installed."""
     consumer = rt.app.consumer
@@ -136,7 +135,7 @@ def _hook_consumer(rt: Runtime, input_names: set[str], *, tuned_fetching: bool) 
         )
     settings = rt.settings
     consumer.repositioning = Repositioning(
-        rt.positions, input_names, rt.scorer.retrying, stop_if_state_lost
+        rt.positions, settings.consumed_topics, rt.scorer.retrying, stop_if_state_lost
     )
     policy = FetchPolicy(sessions=settings.fetch_sessions, gather_ms=settings.fetch_gather_ms)
     consumer.fetch_bounds = FetchBounds(
@@ -167,13 +166,12 @@ def _announce_assignments(rt: Runtime) -> None:
     worker first owns its shards and again after every rebalance: what someone starting
     a worker looks for (Faust's worker redirects ``sys.stdout`` to its logger)."""
     settings = rt.settings
-    names = {*settings.input_topics, settings.topic_rerouted}
     address = f"http://{settings.web_host}:{settings.web_port}"
     announced = False
 
     async def announce(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         nonlocal announced
-        shards = sorted({tp.partition for tp in args[0] if tp.topic in names})
+        shards = shards_of(args[0], settings.consumed_topics)
         owned = ", ".join(map(str, shards)) if shards else "none"
         what = "rebalanced" if announced else "ready"
         announced = True
